@@ -1,0 +1,57 @@
+"""Local emulator of the parts of GitHub's REST and GraphQL APIs the collector uses.
+
+    ds = build_dataset(DatasetSpec(seed=1, n_repos=20))
+    cfg = EmulatorConfig(tokens=[TokenConfig(name="t1", token="tok-abc", collaborator_repos=("*",))])
+    with EmulatorServer(ds, cfg) as srv:
+        ...  # srv.url, srv.stats(), srv.request_log(), srv.reset_quota(), srv.set_faults(...)
+    ds.truth(token_name="t1")  # what a correct collector must end up with
+"""
+
+from __future__ import annotations
+
+from .app import EmulatorApp, truth_json
+from .config import EmulatorConfig, TokenConfig, parse_token_list, parse_token_spec
+from .cost import analyze, query_cost
+from .data import (
+    CONTRIBUTOR_LINK_LIMIT,
+    FIXTURE_OWNER,
+    PRESETS,
+    RELATIONS,
+    RENAMED_REPO_NEW_NAME,
+    RESTRICTED_RELATIONS,
+    SPECIAL_REPOS,
+    Dataset,
+    DatasetSpec,
+    Repo,
+    build_dataset,
+)
+from .encoding import decode_node_id, node_id
+from .schema import SDL_PATH, load_schema
+from .server import EmulatorServer
+
+__all__ = [
+    "CONTRIBUTOR_LINK_LIMIT",
+    "FIXTURE_OWNER",
+    "PRESETS",
+    "RELATIONS",
+    "RENAMED_REPO_NEW_NAME",
+    "RESTRICTED_RELATIONS",
+    "SDL_PATH",
+    "SPECIAL_REPOS",
+    "Dataset",
+    "DatasetSpec",
+    "EmulatorApp",
+    "EmulatorConfig",
+    "EmulatorServer",
+    "Repo",
+    "TokenConfig",
+    "analyze",
+    "build_dataset",
+    "decode_node_id",
+    "load_schema",
+    "node_id",
+    "parse_token_list",
+    "parse_token_spec",
+    "query_cost",
+    "truth_json",
+]

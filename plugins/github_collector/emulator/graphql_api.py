@@ -1,0 +1,465 @@
+"""POST /graphql: validation, GitHub's pre-execution checks, quota, and execution over the dataset.
+
+Objects handed to graphql-core are dicts; values that are costly or take arguments are callables,
+which graphql-core's default resolver calls with (info, **args). Profile fields are computed only
+when a query selects them.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from graphql import (
+    FieldNode,
+    GraphQLError,
+    OperationDefinitionNode,
+    execute,
+    parse,
+    validate,
+)
+
+from .accounting import Accounting, TokenState, Window
+from .config import EmulatorConfig
+from .cost import analyze
+from .data import Dataset, Repo
+from .encoding import decode_cursor, decode_node_id, encode_cursor, iso, node_id
+from .schema import load_schema
+from .shapes import avatar_url, html_url
+
+EMAIL_SCOPES = ("user:email", "read:user")
+MAX_IDS = 100
+DOCS = "https://docs.github.com/graphql"
+
+
+@dataclass
+class GraphQLResult:
+    status: int
+    payload: dict | None  # None = no body
+    window: Window
+    cost: int = 0
+
+
+@dataclass
+class _Ctx:
+    ds: Dataset
+    state: TokenState
+    cost: int = 0
+    node_count: int = 0
+    window: Window | None = None
+    errors: list[dict] = field(default_factory=list)  # errors for list slots graphql-core can't mark
+
+
+def _error(kind: str, message: str) -> GraphQLError:
+    return GraphQLError(message, extensions={"type": kind})
+
+
+def _format_error(err: GraphQLError) -> dict:
+    f = err.formatted
+    out: dict = {}
+    ext = dict(f.get("extensions") or {})
+    if "type" in ext:
+        out["type"] = ext.pop("type")
+    if f.get("path") is not None:
+        out["path"] = f["path"]
+    if f.get("locations"):
+        out["locations"] = f["locations"]
+    out["message"] = f["message"]
+    if ext:
+        out["extensions"] = ext
+    return out
+
+
+# ---------------------------------------------------------------------- connections
+def paginate(keys: list, *, first: int | None, last: int | None, after: tuple | None,
+             before: tuple | None, desc: bool) -> tuple[list[int], bool, bool]:
+    """Relay pagination over ascending sort keys. Returns (indices into keys in output order,
+    has_previous_page, has_next_page). Cursors are keys, so pages are stable under inserts."""
+    n = len(keys)
+    lo, hi = 0, n
+    if desc:
+        if after is not None:
+            hi = bisect_left(keys, after)
+        if before is not None:
+            lo = bisect_right(keys, before)
+    else:
+        if after is not None:
+            lo = bisect_right(keys, after)
+        if before is not None:
+            hi = bisect_left(keys, before)
+    hi = max(hi, lo)
+    count = hi - lo
+    start, end = 0, count
+    if first is not None:
+        end = min(count, first)
+    if last is not None:
+        start = max(0, end - last)
+    # position of the window in the full output order, to tell whether anything lies beyond it
+    offset = (n - hi) if desc else lo
+    has_prev, has_next = offset + start > 0, offset + end < n
+    idx = [hi - 1 - i for i in range(start, end)] if desc else list(range(lo + start, lo + end))
+    return idx, has_prev, has_next
+
+
+def _cursor_arg(value: str | None) -> tuple | None:
+    if value is None:
+        return None
+    key = decode_cursor(value)
+    if key is None:
+        raise _error("INVALID_CURSOR_ARGUMENTS", f"`{value}` does not appear to be a valid cursor.")
+    return key
+
+
+def _connection(keys: list, make_node: Callable[[int], dict], args: dict, *, desc: bool = False,
+                total: int | None = None, hidden: bool = False,
+                edge_extra: Callable[[int], dict] | None = None) -> dict:
+    """Build a connection object. ``hidden``: the caller may not list these items (GitHub then
+    answers with no edges but the real totalCount)."""
+    empty_info = {"hasNextPage": False, "hasPreviousPage": False, "startCursor": None, "endCursor": None}
+    total = len(keys) if total is None else total
+    if hidden:
+        return {"totalCount": total, "pageInfo": empty_info, "edges": [], "nodes": []}
+    try:
+        idx, has_prev, has_next = paginate(
+            keys, first=args.get("first"), last=args.get("last"),
+            after=_cursor_arg(args.get("after")), before=_cursor_arg(args.get("before")), desc=desc)
+    except TypeError:  # a cursor from another ordering
+        raise _error("INVALID_CURSOR_ARGUMENTS", "The cursor does not belong to this ordering.") from None
+    cache: dict[int, dict] = {}
+
+    def node(i: int) -> dict:
+        if i not in cache:
+            cache[i] = make_node(i)
+        return cache[i]
+
+    def edges(info) -> list[dict]:
+        return [{"cursor": encode_cursor(keys[i]), "node": node(i), **(edge_extra(i) if edge_extra else {})}
+                for i in idx]
+
+    page_info = {"hasNextPage": has_next, "hasPreviousPage": has_prev,
+                 "startCursor": encode_cursor(keys[idx[0]]) if idx else None,
+                 "endCursor": encode_cursor(keys[idx[-1]]) if idx else None}
+    return {"totalCount": total, "pageInfo": page_info, "edges": edges,
+            "nodes": lambda info: [node(i) for i in idx]}
+
+
+_REPO_ORDER = {
+    "CREATED_AT": lambda r: r.created_at,
+    "NAME": lambda r: r.name.lower(),
+    "PUSHED_AT": lambda r: r.pushed_at or 0,
+    "STARGAZERS": lambda r: len(r.stars),
+    "UPDATED_AT": lambda r: r.updated_at,
+}
+
+
+# ---------------------------------------------------------------------- object builders
+class Resolver:
+    def __init__(self, ctx: _Ctx) -> None:
+        self.ctx = ctx
+        self.ds = ctx.ds
+        cfg = ctx.state.config
+        self.patterns = cfg.collaborator_repos if cfg else ()
+
+    def _repo_connection(self, repos: list[Repo], args: dict, total: int | None = None) -> dict:
+        order = args.get("orderBy") or {"field": "CREATED_AT", "direction": "ASC"}
+        keyf = _REPO_ORDER[order["field"]]
+        pairs = sorted(((keyf(r), r.id), r) for r in repos)
+        keys = [k for k, _ in pairs]
+        return _connection(keys, lambda i: self.repo(pairs[i][1]), args,
+                           desc=order["direction"] == "DESC", total=total)
+
+    def account(self, uid: int) -> dict:
+        ds = self.ds
+        typename = ds.user_type(uid)
+        login = ds.login(uid)
+        memo: dict = {}
+
+        def prof() -> dict:
+            if not memo:
+                memo.update(ds.profile(uid))
+            return memo
+
+        def pf(key: str, transform: Callable = lambda v: v) -> Callable:
+            return lambda info: transform(prof()[key])
+
+        obj: dict = {
+            "__typename": typename,
+            "id": node_id(typename, uid),
+            "databaseId": uid,
+            "login": login,
+            "avatarUrl": lambda info, size=None: avatar_url(uid, typename) + (f"&s={size}" if size else ""),
+            "url": html_url(login, typename),
+            "resourcePath": html_url(login, typename).removeprefix("https://github.com"),
+            "createdAt": pf("created_at", iso),
+            "updatedAt": pf("updated_at", iso),
+        }
+        if typename == "Bot":
+            return obj
+
+        def repositories(info, **args) -> dict:
+            repos = ds.owned_repos(uid)
+            if args.get("isFork") is not None:
+                repos = [r for r in repos if (r.parent_id is not None) == args["isFork"]]
+            if args.get("privacy") == "PRIVATE":
+                repos = []
+            # every emulated repo is public, so privacy: PUBLIC keeps the profile count
+            filtered = args.get("isFork") is not None or args.get("privacy") == "PRIVATE"
+            # the profile count includes repos outside the dataset, as public_repos does on GitHub
+            total = None if filtered else max(prof()["public_repos"], len(repos))
+            return self._repo_connection(repos, args, total)
+
+        obj.update({
+            "name": pf("name"),
+            "location": pf("location"),
+            "twitterUsername": pf("twitter_username"),
+            "websiteUrl": pf("blog", lambda v: v or None),
+            "repositories": repositories,
+        })
+        if typename == "Organization":
+            obj.update({"description": pf("bio"), "email": pf("email"), "isVerified": False})
+            return obj
+
+        def count(key: str) -> Callable:
+            return lambda info, **args: {
+                "totalCount": prof()[key],
+                "pageInfo": {"hasNextPage": False, "hasPreviousPage": False, "startCursor": None,
+                             "endCursor": None}}
+
+        obj.update({
+            "company": pf("company"),
+            "email": pf("email", lambda v: v or ""),  # String! on GitHub: "" when not public
+            "bio": pf("bio"),
+            "isHireable": pf("hireable", bool),
+            "isSiteAdmin": pf("site_admin", bool),
+            "followers": count("followers"),
+            "following": count("following"),
+            "gists": count("public_gists"),
+        })
+        return obj
+
+    def repo(self, repo: Repo) -> dict:
+        ds = self.ds
+        full_name = ds.full_name(repo)
+        collaborator = ds.is_collaborator(self.patterns, repo)
+
+        def forks(info, **args) -> dict:
+            order = args.get("orderBy")
+            if order is None or order["field"] == "CREATED_AT":
+                keys = repo.forks  # already (created_at, id) ascending
+                desc = bool(order and order["direction"] == "DESC")
+                return _connection(keys, lambda i: self.repo(ds.repos[keys[i][1]]), args, desc=desc)
+            return self._repo_connection([ds.repos[f] for _, f in repo.forks], args)
+
+        def stargazers(info, **args) -> dict:
+            keys = repo.stars
+            desc = (args.get("orderBy") or {}).get("direction") == "DESC"
+            return _connection(keys, lambda i: self.account(keys[i][1]), args, desc=desc,
+                               hidden=not collaborator, edge_extra=lambda i: {"starredAt": iso(keys[i][0])})
+
+        def watchers(info, **args) -> dict:
+            keys = repo.watchers
+            return _connection(keys, lambda i: self.account(keys[i][1]), args, hidden=not collaborator)
+
+        return {
+            "__typename": "Repository",
+            "id": node_id("Repository", repo.id),
+            "databaseId": repo.id,
+            "name": repo.name,
+            "nameWithOwner": full_name,
+            "owner": lambda info: self.account(repo.owner_id),
+            "createdAt": iso(repo.created_at),
+            "updatedAt": iso(repo.updated_at),
+            "pushedAt": iso(repo.pushed_at),
+            "description": repo.description,
+            "homepageUrl": repo.homepage,
+            "diskUsage": repo.size,
+            "isEmpty": repo.is_empty,
+            "isFork": repo.parent_id is not None,
+            "isPrivate": False,
+            "isArchived": False,
+            "visibility": "PUBLIC",
+            "url": f"https://github.com/{full_name}",
+            "resourcePath": f"/{full_name}",
+            "stargazerCount": len(repo.stars),
+            "forkCount": len(repo.forks),
+            "viewerPermission": "WRITE" if collaborator else "READ",
+            "parent": lambda info: self.repo(ds.repos[repo.parent_id]) if repo.parent_id else None,
+            "forks": forks,
+            "stargazers": stargazers,
+            "watchers": watchers,
+        }
+
+    def node(self, value: str) -> dict | None:
+        """Resolve a global id; raises GraphQLError (NOT_FOUND / FORBIDDEN) for a miss."""
+        decoded = decode_node_id(value)
+        not_found = _error("NOT_FOUND", f"Could not resolve to a node with the global id of '{value}'")
+        if decoded is None:
+            raise not_found
+        typename, dbid = decoded
+        if typename == "Repository":
+            repo = self.ds.repos.get(dbid)
+            if repo is None:
+                raise not_found
+            if repo.kind == "blocked":
+                raise _error("FORBIDDEN", "Repository access blocked")
+            return self.repo(repo)
+        if self.ds.user_type(dbid) != typename:
+            raise not_found
+        return self.account(dbid)
+
+    # ------------------------------------------------------------------ root fields
+    def root(self) -> dict:
+        ds, ctx = self.ds, self.ctx
+
+        def repository(info, owner: str, name: str, followRenames: bool = True) -> dict | None:
+            repo, _ = ds.lookup(owner, name, follow_renames=followRenames)
+            if repo is None:
+                raise _error("NOT_FOUND", f"Could not resolve to a Repository with the name '{owner}/{name}'.")
+            if repo.kind == "blocked":
+                raise _error("FORBIDDEN", "Repository access blocked")
+            return self.repo(repo)
+
+        def account(kind: str) -> Callable:
+            def resolve(info, login: str) -> dict | None:
+                uid = ds.user_id(login)
+                if uid is None or ds.user_type(uid) != kind:
+                    what = "User" if kind == "User" else "Organization"
+                    raise _error("NOT_FOUND", f"Could not resolve to a{'n' * (what[0] == 'O')} {what} "
+                                              f"with the login of '{login}'.")
+                return self.account(uid)
+            return resolve
+
+        def nodes(info, ids: list[str]) -> list[dict | None]:
+            if len(ids) > MAX_IDS:
+                raise _error("EXCESSIVE_PAGINATION",
+                             f"You may not request more than {MAX_IDS} ids at once, but requested {len(ids)}.")
+            out: list[dict | None] = []
+            base = info.path.as_list()
+            for i, value in enumerate(ids):
+                try:
+                    out.append(self.node(value))
+                except GraphQLError as err:
+                    out.append(None)
+                    ctx.errors.append({"type": err.extensions["type"], "path": [*base, i],
+                                       "locations": [{"line": n.loc.source.get_location(n.loc.start).line,
+                                                      "column": n.loc.source.get_location(n.loc.start).column}
+                                                     for n in info.field_nodes if n.loc],
+                                       "message": err.message})
+            return out
+
+        def rate_limit(info, dryRun: bool = False) -> dict:
+            w = ctx.window
+            return {"cost": ctx.cost, "limit": w.limit, "nodeCount": ctx.node_count,
+                    "remaining": w.remaining, "resetAt": iso(w.reset), "used": w.used}
+
+        return {
+            "repository": repository,
+            "user": account("User"),
+            "organization": account("Organization"),
+            "node": lambda info, id: self.node(id),
+            "nodes": nodes,
+            "rateLimit": rate_limit,
+            "viewer": lambda info: self.account(ds.viewer_id(ctx.state.name)),
+        }
+
+
+def _type_resolver(value: dict, info, abstract_type) -> str:
+    return value["__typename"]
+
+
+def _only_rate_limit(document, operation_name: str | None):
+    """For rateLimit(dryRun: true): keep only the rateLimit selections of the operation
+    (AST nodes are frozen, hence the copies)."""
+    definitions = []
+    for definition in document.definitions:
+        if isinstance(definition, OperationDefinitionNode) and (
+                operation_name is None or (definition.name and definition.name.value == operation_name)):
+            kept = tuple(s for s in definition.selection_set.selections
+                         if isinstance(s, FieldNode) and s.name.value in ("rateLimit", "__typename"))
+            definition = replace(definition, selection_set=replace(definition.selection_set, selections=kept))
+        definitions.append(definition)
+    return replace(document, definitions=tuple(definitions))
+
+
+class GraphQLApi:
+    def __init__(self, ds: Dataset, accounting: Accounting, config: EmulatorConfig) -> None:
+        self.ds = ds
+        self.acc = accounting
+        self.config = config
+        self.schema = load_schema()
+
+    def handle(self, state: TokenState, body: bytes, request_id: str) -> GraphQLResult:
+        acc = self.acc
+        if state.name is None:
+            return GraphQLResult(401, {"message": "This endpoint requires you to be authenticated.",
+                                       "documentation_url": f"{DOCS}/guides/forming-calls-with-graphql"
+                                                            "#authenticating-with-graphql",
+                                       "status": "401"}, acc.snapshot(state, "graphql"))
+        window = acc.snapshot(state, "graphql")
+
+        def refuse(errors: list[dict], data_null: bool = False) -> GraphQLResult:
+            payload = {"data": None, "errors": errors} if data_null else {"errors": errors}
+            return GraphQLResult(200, payload, window)
+
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError:
+            return GraphQLResult(400, {"message": "Problems parsing JSON",
+                                       "documentation_url": f"{DOCS}", "status": "400"}, window)
+        if not isinstance(request, dict) or not isinstance(request.get("query"), str):
+            return refuse([{"message": "A query attribute must be specified and must be a string."}])
+        variables = request.get("variables") or {}
+        if not isinstance(variables, dict):
+            return refuse([{"message": "Variables are invalid JSON."}])
+        operation_name = request.get("operationName") or None
+        try:
+            document = parse(request["query"])
+        except GraphQLError as err:
+            return refuse([_format_error(err)])
+        errors = validate(self.schema, document)
+        if errors:
+            return refuse([_format_error(e) for e in errors])
+        analysis = analyze(document, self.schema, variables, operation_name)
+        if analysis.errors:
+            return refuse(analysis.errors, data_null=True)
+        scopes = state.config.scopes if state.config else ()
+        if analysis.user_email and not any(s in scopes for s in EMAIL_SCOPES):
+            return refuse([{
+                "type": "INSUFFICIENT_SCOPES",
+                "locations": [],
+                "message": "Your token has not been granted the required scopes to execute this query. "
+                           "The 'email' field requires one of the following scopes: ['user:email', "
+                           f"'read:user'], but your token has only been granted the: {list(scopes)} "
+                           "scopes. Please modify your token's scopes at: https://github.com/settings/tokens.",
+            }], data_null=True)
+
+        ctx = _Ctx(self.ds, state, cost=analysis.cost, node_count=analysis.node_count, window=window)
+        if analysis.dry_run:
+            document = _only_rate_limit(document, operation_name)
+        else:
+            charged, ctx.window = acc.try_charge(state, "graphql", analysis.cost)
+            if not charged:
+                uid = self.ds.viewer_id(state.name)
+                return GraphQLResult(200, {"errors": [{
+                    "type": "RATE_LIMITED",
+                    "message": f"API rate limit already exceeded for user ID {uid}.",
+                }]}, ctx.window)
+            timeout = self.config.graphql_timeout_nodes
+            if timeout is not None and analysis.node_count > timeout:
+                # GitHub: queries running over 10 s fail with 502/504 and are still charged
+                return GraphQLResult(502, {"data": None, "errors": [{
+                    "message": "Something went wrong while executing your query. This may be the result "
+                               "of a timeout, or it could be a GitHub bug. Please include "
+                               f"`{request_id}` when reporting this issue."}]}, ctx.window, analysis.cost)
+
+        with self.ds.lock:
+            result = execute(self.schema, document, root_value=Resolver(ctx).root(), context_value=ctx,
+                             variable_values=variables, operation_name=operation_name,
+                             type_resolver=_type_resolver)
+        payload: dict = {"data": result.data}
+        errors_out = [_format_error(e) for e in result.errors or ()] + ctx.errors
+        if errors_out:
+            payload["errors"] = errors_out
+        return GraphQLResult(200, payload, ctx.window, 0 if analysis.dry_run else analysis.cost)

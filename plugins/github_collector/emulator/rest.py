@@ -1,0 +1,252 @@
+"""REST routes: repositories and their user lists, user profiles, /rate_limit.
+
+Handlers only build responses; quota, secondary limits, ETags and headers are applied by app.py.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlencode
+
+from .accounting import Accounting, TokenState
+from .data import Dataset, Repo
+from .encoding import iso
+from .shapes import full_user, repo_json, simple_user
+
+DOCS = "https://docs.github.com/rest"
+STAR_MEDIA_TYPE = "application/vnd.github.star+json"
+STARGAZER_PAGE_LIMIT = 400  # GitHub: stargazer pages beyond 400 answer 422
+DEFAULT_PER_PAGE, MAX_PER_PAGE = 30, 100
+SUB_RESOURCES = ("contributors", "forks", "stargazers", "subscribers")
+
+_REPO_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)(?:/([^/]+))?/?$")
+_REPO_ID_PATH = re.compile(r"^/repositories/(\d+)(?:/([^/]+))?/?$")
+_USER_PATH = re.compile(r"^/users/([^/]+)/?$")
+_USER_ID_PATH = re.compile(r"^/user/(\d+)/?$")
+
+
+@dataclass
+class RestRequest:
+    method: str
+    path: str
+    query: list[tuple[str, str]]  # in request order, so link headers keep it
+    headers: dict[str, str]  # lower-case names
+    base_url: str  # http://host:port as the client addressed us
+
+    def param(self, name: str) -> str | None:
+        for k, v in self.query:
+            if k == name:
+                return v
+        return None
+
+
+@dataclass
+class RestResult:
+    status: int
+    body: object = None  # JSON-serialisable; None = empty body
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def error(status: int, message: str, doc: str = DOCS, **extra: object) -> RestResult:
+    return RestResult(status, {"message": message, **extra, "documentation_url": doc, "status": str(status)})
+
+
+def not_found(doc: str = DOCS) -> RestResult:
+    return error(404, "Not Found", doc)
+
+
+def family(path: str) -> tuple[str, bool]:
+    """Endpoint family for secondary-limit points, and whether the endpoint is quota-free."""
+    if path.rstrip("/") == "/rate_limit":
+        return "rate_limit", True
+    m = _REPO_PATH.match(path)
+    if m:
+        return f"repos/{m.group(3) or ''}", False
+    m = _REPO_ID_PATH.match(path)
+    if m:
+        return f"repos/{m.group(2) or ''}", False
+    if _USER_PATH.match(path) or _USER_ID_PATH.match(path):
+        return "users", False
+    return path.split("/")[1] if path.count("/") else path, False
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+class RestApi:
+    def __init__(self, ds: Dataset, accounting: Accounting) -> None:
+        self.ds = ds
+        self.acc = accounting
+
+    def handle(self, req: RestRequest, state: TokenState) -> RestResult:
+        path = req.path
+        if path.rstrip("/") == "/rate_limit":
+            return self._rate_limit(state)
+        if path.rstrip("/") == "/user":
+            if state.name is None:
+                return error(401, "Requires authentication", f"{DOCS}/users/users#get-the-authenticated-user")
+            return RestResult(200, full_user(self.ds, self.ds.viewer_id(state.name)))
+        with self.ds.lock:
+            m = _REPO_PATH.match(path)
+            if m:
+                repo, moved = self.ds.lookup(unquote(m.group(1)), unquote(m.group(2)))
+                return self._repo(req, state, repo, moved, m.group(3))
+            m = _REPO_ID_PATH.match(path)
+            if m:
+                return self._repo(req, state, self.ds.repos.get(int(m.group(1))), False, m.group(2))
+            m = _USER_PATH.match(path)
+            if m:
+                uid = self.ds.user_id(unquote(m.group(1)))
+                return RestResult(200, full_user(self.ds, uid)) if uid else not_found(
+                    f"{DOCS}/users/users#get-a-user")
+            m = _USER_ID_PATH.match(path)
+            if m:
+                uid = int(m.group(1))
+                return RestResult(200, full_user(self.ds, uid)) if self.ds.user_type(uid) else not_found(
+                    f"{DOCS}/users/users#get-a-user-using-their-id")
+        return not_found()
+
+    def _rate_limit(self, state: TokenState) -> RestResult:
+        resources = {}
+        for r in ("core", "graphql", "search"):
+            w = self.acc.snapshot(state, r)
+            resources[r] = {"limit": w.limit, "used": w.used, "remaining": w.remaining, "reset": w.reset}
+        return RestResult(200, {"resources": resources})
+
+    # ------------------------------------------------------------------ repositories
+    def _repo(self, req: RestRequest, state: TokenState, repo: Repo | None, moved: bool,
+              sub: str | None) -> RestResult:
+        if repo is None or (sub is not None and sub not in SUB_RESOURCES):
+            return not_found(f"{DOCS}/repos/repos#get-a-repository")
+        if moved:
+            # GitHub redirects an old name to the id-based URL, keeping sub-path and query
+            location = f"{req.base_url}/repositories/{repo.id}" + (f"/{sub}" if sub else "")
+            if req.query:
+                location += "?" + urlencode(req.query)
+            result = error(301, "Moved Permanently", "https://docs.github.com/v3/#http-redirects", url=location)
+            result.headers["location"] = location
+            return result
+        if repo.kind == "blocked":
+            return RestResult(451, {"message": "Repository access blocked", "block": {
+                "reason": "dmca", "created_at": iso(repo.updated_at),
+                "html_url": f"https://github.com/github/dmca/blob/master/2025/{repo.id}.md"}})
+        if sub is None:
+            return RestResult(200, repo_json(self.ds, repo, detail=True))
+        if sub == "contributors":
+            return self._contributors(req, repo)
+        if sub == "forks":
+            return self._forks(req, repo)
+        return self._restricted_list(req, state, repo, sub)
+
+    def _page(self, req: RestRequest, total: int, max_page: int | None = None) -> tuple[int, int, str | None]:
+        """Return (start, end, link header) for page/per_page, formatted like GitHub's."""
+        per_page = _int(req.param("per_page"), DEFAULT_PER_PAGE)
+        per_page = DEFAULT_PER_PAGE if per_page < 1 else min(per_page, MAX_PER_PAGE)
+        page = max(1, _int(req.param("page"), 1))
+        last = max(1, math.ceil(total / per_page))
+        if max_page is not None:
+            last = min(last, max_page)
+        start = (page - 1) * per_page
+        links = []
+        if page > 1:
+            links.append((min(page - 1, last), "prev"))
+        if page < last:
+            links += [(page + 1, "next"), (last, "last")]
+        if page > 1:
+            links.append((1, "first"))
+        header = ", ".join(f'<{self._page_url(req, n)}>; rel="{rel}"' for n, rel in links) or None
+        return start, min(start + per_page, total), header
+
+    @staticmethod
+    def _page_url(req: RestRequest, page: int) -> str:
+        # keep every other parameter, and page where the client put it, as GitHub does
+        if any(k == "page" for k, _ in req.query):
+            query = [(k, str(page) if k == "page" else v) for k, v in req.query]
+        else:
+            query = [*req.query, ("page", str(page))]
+        return f"{req.base_url}{req.path}?{urlencode(query)}"
+
+    def _listing(self, req: RestRequest, total: int, build, max_page: int | None = None) -> RestResult:
+        start, end, link = self._page(req, total, max_page)
+        result = RestResult(200, build(start, end))
+        if link:
+            result.headers["link"] = link
+        return result
+
+    def _contributors(self, req: RestRequest, repo: Repo) -> RestResult:
+        ds = self.ds
+        if repo.kind == "empty":
+            return RestResult(204)
+        if repo.kind == "too_large":
+            return error(403, "The history or contributor list is too large to list contributors for this "
+                              "repository via the API.",
+                         f"{DOCS}/repos/repos#list-repository-contributors")
+        anon = (req.param("anon") or "").lower() in ("1", "true")
+        # entries: (contributions, tie-break, kind, payload)
+        entries: list[tuple] = [(n, uid, "user", uid) for uid, n in ds.linked_contributors(repo)]
+        if anon:
+            # GitHub links only the top 500 authors; the rest appear as anonymous entries
+            entries += [(n, uid, "unlinked", uid) for uid, n in repo.contributors[len(entries):]]
+            entries += [(n, 10**12 + i, "anon", (email, name)) for i, (n, email, name) in enumerate(repo.anonymous)]
+            entries.sort(key=lambda e: (-e[0], e[1]))
+
+        def build(start: int, end: int) -> list[dict]:
+            out = []
+            for n, _, kind, payload in entries[start:end]:
+                if kind == "user":
+                    out.append({**simple_user(ds, payload), "contributions": n})
+                elif kind == "unlinked":
+                    login = ds.login(payload)
+                    name = ds.profile(payload)["name"] or login
+                    out.append({"email": f"{payload}+{login}@users.noreply.github.com", "name": name,
+                                "type": "Anonymous", "contributions": n})
+                else:
+                    out.append({"email": payload[0], "name": payload[1], "type": "Anonymous", "contributions": n})
+            return out
+
+        return self._listing(req, len(entries), build)
+
+    def _forks(self, req: RestRequest, repo: Repo) -> RestResult:
+        ds = self.ds
+        sort = req.param("sort") or "newest"
+        forks = [ds.repos[f] for _, f in repo.forks]  # oldest first
+        if sort == "oldest":
+            pass
+        elif sort in ("stargazers", "watchers"):
+            forks.sort(key=lambda r: (-len(r.stars), -r.created_at, -r.id))
+        else:
+            forks.reverse()
+        return self._listing(req, len(forks), lambda s, e: [repo_json(ds, r) for r in forks[s:e]])
+
+    def _restricted_list(self, req: RestRequest, state: TokenState, repo: Repo, sub: str) -> RestResult:
+        ds = self.ds
+        patterns = state.config.collaborator_repos if state.config else ()
+        if not ds.is_collaborator(patterns, repo):
+            # GitHub limits these lists to collaborators; how it says no differs between repos
+            if repo.restriction == "404":
+                return not_found(f"{DOCS}/activity/starring#list-stargazers")
+            if repo.restriction == "403":
+                return error(403, "Must have admin rights to Repository.",
+                             f"{DOCS}/activity/starring#list-stargazers")
+            return RestResult(200, [])
+        if sub == "subscribers":
+            users = [uid for _, uid in repo.watchers]
+            return self._listing(req, len(users), lambda s, e: [simple_user(ds, u) for u in users[s:e]])
+        if _int(req.param("page"), 1) > STARGAZER_PAGE_LIMIT:
+            return error(422, "In order to keep the API fast for everyone, pagination is limited for this "
+                              "resource. Check the rel=last link relation in the Link response header to see "
+                              "how far back you can traverse.", "https://docs.github.com/v3/#pagination")
+        stars = repo.stars
+        if STAR_MEDIA_TYPE in req.headers.get("accept", ""):
+            def build(s: int, e: int) -> list[dict]:
+                return [{"starred_at": iso(t), "user": simple_user(ds, u)} for t, u in stars[s:e]]
+        else:
+            def build(s: int, e: int) -> list[dict]:
+                return [simple_user(ds, u) for _, u in stars[s:e]]
+        return self._listing(req, len(stars), build, max_page=STARGAZER_PAGE_LIMIT)

@@ -1,0 +1,123 @@
+"""HTTP front end: a ThreadingHTTPServer in a background thread around EmulatorApp."""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .app import EmulatorApp, Response
+from .config import EmulatorConfig
+from .data import Dataset
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as clients with sessions expect
+    server_version = "GitHub.com"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
+    timeout = 60  # idle keep-alive connections give their thread back eventually
+
+    def _dispatch(self) -> None:
+        server: _Server = self.server  # type: ignore[assignment]
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
+        try:
+            resp = server.app.handle(self.command, self.path, headers, body, host=host)
+        except Exception:  # answer like GitHub's 500 instead of dropping the connection
+            traceback.print_exc()
+            resp = Response(500, {"content-type": "application/json; charset=utf-8"},
+                            b'{"message":"Server Error","status":"500"}')
+        no_body = self.command == "HEAD" or resp.status in (204, 304)
+        self.send_response(resp.status)
+        for name, value in resp.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", "0" if no_body else str(len(resp.body)))
+        if server.stopping:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if not no_body:
+            self.wfile.write(resp.body)
+
+    do_GET = do_POST = do_HEAD = do_PUT = do_PATCH = do_DELETE = _dispatch
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # the app keeps its own request log
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], app: EmulatorApp) -> None:
+        self.app = app
+        self.stopping = False
+        super().__init__(address, _Handler)
+
+
+class EmulatorServer:
+    """Serves a Dataset over HTTP on host:port (port 0 = any free port) from a daemon thread."""
+
+    def __init__(self, dataset: Dataset, config: EmulatorConfig | None = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        self.dataset = dataset
+        self.config = config or EmulatorConfig()
+        self.app = EmulatorApp(dataset, self.config)
+        self._host, self._port = host, port
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> EmulatorServer:
+        if self._httpd is None:
+            self._httpd = _Server((self._host, self._port), self.app)
+            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                            name="github-emulator", daemon=True)
+            self._thread.start()
+        return self
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("server not started")
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.stopping = True
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            self._httpd = self._thread = None
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # control surface, also reachable over HTTP under /_emulator/
+    def stats(self) -> dict:
+        return self.app.acc.stats()
+
+    def request_log(self) -> list[dict]:
+        return self.app.acc.request_log()
+
+    def reset_quota(self, token_name: str | None = None) -> None:
+        self.app.acc.reset(token_name)
+
+    def set_faults(self, **settings: object) -> None:
+        self.app.set_faults(**settings)
+
+    def set_token_valid(self, token_name: str, valid: bool) -> None:
+        self.app.set_faults(token_valid={token_name: valid})

@@ -1,0 +1,67 @@
+"""Typed failures raised by the GitHub client.
+
+None of these messages ever carries a token: tokens are referred to by fingerprint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+
+class GitHubError(Exception):
+    """Base class for every failure the client reports."""
+
+
+class QuotaExhausted(GitHubError):
+    """Every token is out of quota (primary or secondary) above its reserve.
+
+    ``reset_at`` is the epoch second at which the earliest token becomes usable again,
+    so a caller can defer exactly until then instead of sleeping in a worker slot.
+    """
+
+    def __init__(self, resource: str, reset_at: float, detail: str = "") -> None:
+        self.resource = resource
+        self.reset_at = float(reset_at)
+        when = dt.datetime.fromtimestamp(self.reset_at, tz=dt.UTC).isoformat(timespec="seconds")
+        msg = f"GitHub {resource} quota exhausted on every token; earliest reset at {when}"
+        super().__init__(f"{msg} ({detail})" if detail else msg)
+
+    def __reduce__(self):  # keep it picklable across process boundaries
+        return (type(self), (self.resource, self.reset_at))
+
+
+class TokenRejected(GitHubError):
+    """GitHub answered 401 for a token: revoked, expired or mistyped."""
+
+    def __init__(self, fingerprint: str) -> None:
+        self.fingerprint = fingerprint
+        super().__init__(
+            f"GitHub rejected token {fingerprint} (401 Bad credentials); "
+            "it is taken out of the pool: replace it in the github connection"
+        )
+
+
+class NoUsableToken(GitHubError):
+    """Every configured token was rejected."""
+
+
+class GitHubUnavailable(GitHubError):
+    """Retries of a 5xx, a timeout or an unreadable body ran out."""
+
+
+class GraphQLTimeout(GitHubError):
+    """GitHub gave up on a GraphQL query (502/504): ask for smaller pages."""
+
+
+class GraphQLError(GitHubError):
+    """A GraphQL response carried errors that are not per-path data outcomes."""
+
+    def __init__(self, errors: list[dict]) -> None:
+        self.errors = errors
+        kinds = sorted({str(e.get("type") or "ERROR") for e in errors})
+        first = str(errors[0].get("message", ""))[:300] if errors else ""
+        super().__init__(f"GraphQL errors {kinds}: {first}")
+
+
+class ConfigError(GitHubError, ValueError):
+    """Bad connection settings, reported before any request is sent."""

@@ -1,0 +1,148 @@
+"""Airflow hook for GitHub: reads the ``github_default`` connection and builds the client.
+
+Connection fields:
+
+- host: the REST base URL: ``https://api.github.com``, a GitHub Enterprise
+  ``https://ghe.example.com/api/v3``, or the emulator ``http://127.0.0.1:8765``;
+- password: a token;
+- extra (JSON), all optional: ``tokens`` (list of more tokens, or one comma-separated string),
+  ``reserve`` (units left untouched on every token, default 50), ``timeout`` (read timeout in
+  seconds, default 30), ``max_inline_wait`` (longest wait inside a worker, default 30 s).
+
+The quota records and the token pool live in Redis (``redis_default``).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.common.compat.sdk import BaseHook
+
+from github_collector.client import GitHubClient, validate_base_url
+from github_collector.errors import ConfigError
+from github_collector.etag_cache import EtagCache
+from github_collector.quota import QuotaStore
+
+DEFAULT_BASE_URL = "https://api.github.com"
+DEFAULT_PREFIX = "ghc:"
+
+
+def _mask(value: str) -> None:
+    """Tell Airflow's log masker about a secret that did not come from a password field."""
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # Airflow 2.x
+        try:
+            from airflow.utils.log.secrets_masker import mask_secret
+        except ImportError:
+            return
+    mask_secret(value)
+
+
+def parse_settings(
+    host: str | None,
+    password: str | None,
+    extra: str | dict | None,
+    schema: str | None = None,
+    port: int | None = None,
+) -> dict[str, Any]:
+    """Turn connection fields into client settings, with errors that name the bad field."""
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra) if extra.strip() else {}
+        except ValueError:
+            raise ConfigError("the github connection's extra is not valid JSON") from None
+    extra = dict(extra or {})
+    base = (host or "").strip() or DEFAULT_BASE_URL
+    if "://" not in base:
+        base = f"https://{base}{f':{port}' if port else ''}{'/' + schema.strip('/') if schema else ''}"
+    base = validate_base_url(base)
+    tokens: list[str] = [password] if password else []
+    more = extra.get("tokens") or []
+    if isinstance(more, str):
+        more = [t for t in more.split(",")]
+    if not isinstance(more, list):
+        raise ConfigError("the github connection's extra 'tokens' must be a list of strings")
+    tokens += [str(t).strip() for t in more if str(t).strip()]
+    if not tokens:
+        raise ConfigError("the github connection has no token: set its password (or extra 'tokens')")
+
+    def _number(key: str, default: float, lo: float, hi: float) -> float:
+        raw = extra.get(key, default)
+        try:
+            val = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"the github connection's extra {key!r} must be a number, got {raw!r}"
+            ) from None
+        if not lo <= val <= hi:
+            raise ConfigError(f"the github connection's extra {key!r}={raw!r} is outside {lo}..{hi}")
+        return val
+
+    return {
+        "base_url": base,
+        "tokens": tokens,
+        "reserve": int(_number("reserve", 50, 0, 100_000)),
+        "timeout": _number("timeout", 30, 1, 600),
+        "max_inline_wait": _number("max_inline_wait", 30, 0, 900),
+    }
+
+
+class GitHubHook(BaseHook):
+    conn_name_attr = "github_conn_id"
+    default_conn_name = "github_default"
+    conn_type = "github_repo_users"
+    hook_name = "GitHub (quota-aware)"
+
+    def __init__(
+        self,
+        github_conn_id: str = default_conn_name,
+        redis_conn_id: str = "redis_default",
+        key_prefix: str = DEFAULT_PREFIX,
+        reservation_id: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.github_conn_id = github_conn_id
+        self.redis_conn_id = redis_conn_id
+        self.key_prefix = key_prefix
+        self.reservation_id = reservation_id
+
+    @cached_property
+    def settings(self) -> dict[str, Any]:
+        try:
+            conn = self.get_connection(self.github_conn_id)
+        except Exception as exc:
+            raise ConfigError(
+                f"Airflow connection {self.github_conn_id!r} is missing or unreadable ({type(exc).__name__}); "
+                "create it with the GitHub base URL as host and a token as password"
+            ) from None
+        settings = parse_settings(conn.host, conn.password, conn.extra, conn.schema, conn.port)
+        for t in settings["tokens"]:
+            _mask(t)
+        return settings
+
+    @cached_property
+    def redis(self):
+        from airflow.providers.redis.hooks.redis import RedisHook
+
+        return RedisHook(redis_conn_id=self.redis_conn_id).get_conn()
+
+    def get_quota_store(self) -> QuotaStore:
+        return QuotaStore(self.redis, prefix=self.key_prefix, reserve=self.settings["reserve"])
+
+    def get_conn(self) -> GitHubClient:
+        """Build the client lazily: nothing is read or connected before a task runs."""
+        if getattr(self, "_client", None) is None:
+            s = self.settings
+            self._client = GitHubClient(
+                s["base_url"],
+                s["tokens"],
+                self.get_quota_store(),
+                EtagCache(self.redis, prefix=self.key_prefix),
+                timeout=(5.0, s["timeout"]),
+                max_inline_wait=s["max_inline_wait"],
+                reservation_id=self.reservation_id,
+            )
+        return self._client

@@ -1,0 +1,133 @@
+"""The mapped fetch task: collect one batch into Redis, resumable at any page.
+
+On quota exhaustion the batch's checkpoint is already stored (every step is), so the task
+defers itself to the triggerer until the earliest reset and resumes from the checkpoint: no
+worker slot is held while waiting, and no staged page is fetched again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.providers.common.compat.sdk import BaseOperator
+
+from github_collector import settings
+from github_collector.collector import Collector, Step, is_finished, new_batch_state
+from github_collector.errors import QuotaExhausted
+from github_collector.hook import GitHubHook
+from github_collector.staging import Staging, StagingLost, run_namespace
+
+
+class _StagingSink:
+    def __init__(self, staging: Staging, batch: int, crash_after: int | None) -> None:
+        self.staging = staging
+        self.batch = batch
+        self.crash_after = crash_after
+        self.steps = 0
+
+    def write(self, step: Step) -> None:
+        self.staging.write_step(self.batch, step)
+        self.steps += 1
+        if self.crash_after is not None and self.steps >= self.crash_after:
+            # Fault injection for the crash tests: die like a killed worker, after a stored step.
+            os._exit(137)
+
+
+class FetchBatchOperator(BaseOperator):
+    template_fields: Sequence[str] = ("batch", "github_conn_id", "redis_conn_id", "postgres_conn_id")
+    ui_color = "#e4f0ff"
+
+    def __init__(
+        self,
+        *,
+        batch: Sequence[str],
+        github_conn_id: str = settings.GITHUB_CONN_ID,
+        redis_conn_id: str = settings.REDIS_CONN_ID,
+        postgres_conn_id: str = settings.POSTGRES_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.batch = batch
+        self.github_conn_id = github_conn_id
+        self.redis_conn_id = redis_conn_id
+        self.postgres_conn_id = postgres_conn_id
+
+    def execute(self, context: Any, event: Any = None) -> dict:
+        ti = context["ti"]
+        index = ti.map_index if ti.map_index is not None and ti.map_index >= 0 else 0
+        prefix = settings.key_prefix()
+        ns = run_namespace(prefix, ti.dag_id, ti.run_id)
+        hook = GitHubHook(
+            self.github_conn_id, self.redis_conn_id, key_prefix=prefix, reservation_id=f"{ns}batch:{index}"
+        )
+        staging = Staging(hook.redis, ns)
+        plan = staging.load_plan()
+        if plan is None:
+            raise StagingLost(
+                "this run's plan is missing from Redis; clear the whole DAG run to start it again"
+            )
+        staging.check_intact()
+        batch = plan["batches"][index]
+        state = staging.load_state(index)
+        resumed = state is not None
+        if state is None:
+            state = new_batch_state(batch, plan["relations"])
+        self.log.info(
+            "batch %s: %d repositories, %s",
+            index,
+            len(batch),
+            "resuming from checkpoint" if resumed else "starting",
+        )
+
+        crash_after = os.environ.get("GITHUB_REPO_USERS_CRASH_AFTER_STEPS")
+        sink = _StagingSink(staging, index, int(crash_after) if crash_after and ti.try_number <= 1 else None)
+        collector = Collector(hook.get_conn(), sink, profile_is_fresh=self._fresh_profiles(plan))
+        try:
+            collector.run(state)
+        except QuotaExhausted as exc:
+            moment = dt.datetime.fromtimestamp(exc.reset_at + 1, tz=dt.UTC)
+            self.log.warning("%s; checkpoint stored, deferring until %s", exc, moment.isoformat())
+            from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+            self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute")
+        if not is_finished(state):  # pragma: no cover - run() only returns when finished
+            raise RuntimeError("batch stopped before finishing")
+        staging.set_outcome(index, "done")
+        hook.get_quota_store().release_reservation(f"{ns}batch:{index}")
+        stats = hook.get_conn().stats
+        summary = {
+            "batch": index,
+            "repositories": len(batch),
+            "requests": stats.requests,
+            "core_spent": stats.core_spent,
+            "graphql_spent": stats.graphql_spent,
+            "not_modified": stats.not_modified,
+            "secondary_hits": stats.secondary_hits,
+            "rejected_tokens": sorted(stats.rejected_tokens),
+        }
+        self.log.info("batch %s done: %s", index, summary)
+        return summary
+
+    def _fresh_profiles(self, plan: dict):
+        """Skip profile look-ups for users whose stored profile is recent, unless full_refresh."""
+        if plan.get("full_refresh"):
+            return None
+        from github_collector.loader import fresh_profiles
+
+        max_age = settings.profile_max_age_hours()
+
+        def check(user_ids: list[int]) -> set[int]:
+            from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+            if not hasattr(self, "_pg"):
+                self._pg = PostgresHook(postgres_conn_id=self.postgres_conn_id).get_conn()
+            try:
+                return fresh_profiles(self._pg, user_ids, max_age)
+            except Exception:  # no table yet on a first run: nothing is fresh
+                self._pg.rollback()
+                return set()
+
+        return check

@@ -1,0 +1,323 @@
+"""GitHub quota records and the token pool, kept in Redis.
+
+Every response's ``x-ratelimit-*`` headers land here, per token fingerprint and resource
+(``core``, ``graphql``). Workers on any machine share one view through Redis, and every
+decision that must not race (apply a newer state, lease a token, reserve a budget) is a
+single Lua script, so it is atomic without locks.
+
+Keys (all under the store's prefix; a token appears only as its fingerprint):
+
+- ``quota:{fp}:{resource}``  hash limit/remaining/used/reset
+- ``lease:{fp}``             who is sending a request with this token right now (one at a time)
+- ``cooldown:{fp}``          epoch until which a secondary limit told us to keep off this token
+- ``rejected:{fp}``          GitHub answered 401 for this token
+- ``reservations:{resource}`` / ``reservations_exp:{resource}``  budgets held by running batches
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from github_collector.errors import NoUsableToken, QuotaExhausted
+
+RESOURCES = ("core", "graphql")
+LEASE_TTL_MS = 120_000  # longer than any single request may take, shorter than a stuck worker matters
+REJECTED_TTL_S = 86_400
+
+
+def fingerprint(token: str) -> str:
+    """A short, stable, non-reversible name for a token, safe for logs and keys."""
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class QuotaState:
+    limit: int
+    remaining: int
+    used: int
+    reset: int
+
+    def available(self, now: float) -> int:
+        """Remaining units, counting a window whose reset has passed as full again."""
+        return self.limit if self.reset <= now else self.remaining
+
+
+# Apply a state only if it is newer: a later window, or the same window with more used.
+_UPDATE = """
+local cur = redis.call('HMGET', KEYS[1], 'reset', 'used')
+local reset = tonumber(ARGV[4]); local used = tonumber(ARGV[3])
+local cur_reset = tonumber(cur[1] or '-1'); local cur_used = tonumber(cur[2] or '-1')
+if reset > cur_reset or (reset == cur_reset and used >= cur_used) then
+  redis.call('HSET', KEYS[1], 'limit', ARGV[1], 'remaining', ARGV[2], 'used', ARGV[3], 'reset', ARGV[4])
+  return 1
+end
+return 0
+"""
+
+# Lease the usable token with the most remaining quota. KEYS come in four groups of n:
+# quota, lease, cooldown, rejected. Returns {index} on success, {0, 'busy'} when every
+# usable token is leased, {-1, earliest_ready} when none has quota, {-2} when all rejected.
+_LEASE = """
+local n = tonumber(ARGV[6]); local now = tonumber(ARGV[1]); local cost = tonumber(ARGV[2])
+local reserve = tonumber(ARGV[3])
+local best = 0; local best_rem = -1; local busy = 0; local earliest = -1; local alive = 0
+local prefer = tonumber(ARGV[7])
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[3*n + i]) == 0 then
+    alive = alive + 1
+    local cd = tonumber(redis.call('GET', KEYS[2*n + i]) or '0')
+    if cd > now then
+      if earliest < 0 or cd < earliest then earliest = cd end
+    else
+      local h = redis.call('HMGET', KEYS[i], 'limit', 'remaining', 'reset')
+      local rem = cost + reserve
+      local ok = true
+      if h[1] then
+        local reset = tonumber(h[3])
+        if reset <= now then rem = tonumber(h[1]) else rem = tonumber(h[2]) end
+        if rem - cost < reserve then
+          ok = false
+          local ready = reset
+          if ready <= now then ready = now end
+          if earliest < 0 or ready < earliest then earliest = ready end
+        end
+      end
+      if ok then
+        if redis.call('EXISTS', KEYS[n + i]) == 1 then
+          busy = 1
+        elseif i == prefer then
+          best = i; best_rem = 1e18
+        elseif rem > best_rem then
+          best = i; best_rem = rem
+        end
+      end
+    end
+  end
+end
+if best > 0 then
+  redis.call('SET', KEYS[n + best], ARGV[4], 'PX', ARGV[5])
+  return {best}
+end
+if alive == 0 then return {-2} end
+if busy == 1 then return {0, 'busy'} end
+return {-1, tostring(earliest)}
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# Reserve a budget for a batch if the pool can cover it above every token's reserve,
+# after what other batches already hold. KEYS: n quota keys, n rejected keys, then the
+# reservations and reservations_exp hashes. Returns {granted, available, held, earliest_reset}.
+_RESERVE = """
+local n = tonumber(ARGV[6]); local now = tonumber(ARGV[1]); local reserve = tonumber(ARGV[2])
+local amount = tonumber(ARGV[3])
+local avail = 0; local earliest = -1; local latest = now
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[n + i]) == 0 then
+    local h = redis.call('HMGET', KEYS[i], 'limit', 'remaining', 'reset')
+    if h[1] then
+      local reset = tonumber(h[3]); local rem
+      if reset <= now then rem = tonumber(h[1]) else rem = tonumber(h[2]) end
+      if rem > reserve then avail = avail + rem - reserve end
+      if reset > now and (earliest < 0 or reset < earliest) then earliest = reset end
+      if reset > latest then latest = reset end
+    end
+  end
+end
+local rk = KEYS[2*n + 1]; local ek = KEYS[2*n + 2]
+local held = 0
+local ids = redis.call('HKEYS', rk)
+for _, id in ipairs(ids) do
+  local exp = tonumber(redis.call('HGET', ek, id) or '0')
+  if exp <= now then
+    redis.call('HDEL', rk, id); redis.call('HDEL', ek, id)
+  elseif id ~= ARGV[4] then
+    local v = tonumber(redis.call('HGET', rk, id) or '0')
+    if v > 0 then held = held + v end
+  end
+end
+if avail - held >= amount then
+  redis.call('HSET', rk, ARGV[4], amount)
+  local exp = tonumber(ARGV[5])
+  if exp <= now then exp = latest end
+  if exp <= now then exp = now + 3600 end
+  redis.call('HSET', ek, ARGV[4], exp)
+  return {1, avail, held, tostring(earliest)}
+end
+return {0, avail, held, tostring(earliest)}
+"""
+
+
+@dataclass(frozen=True)
+class Lease:
+    index: int
+    fingerprint: str
+    owner: str
+
+
+@dataclass(frozen=True)
+class Reservation:
+    granted: bool
+    available: int
+    held: int
+    earliest_reset: float | None
+
+
+class QuotaStore:
+    """Shared quota state and token pool for a fixed list of token fingerprints."""
+
+    def __init__(self, redis, prefix: str = "ghc:", reserve: int = 50) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.reserve = int(reserve)
+        self._update = redis.register_script(_UPDATE)
+        self._lease = redis.register_script(_LEASE)
+        self._release = redis.register_script(_RELEASE)
+        self._reserve = redis.register_script(_RESERVE)
+
+    # -- keys ---------------------------------------------------------------------------
+    def _k(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def quota_key(self, fp: str, resource: str) -> str:
+        return self._k("quota", fp, resource)
+
+    # -- records ------------------------------------------------------------------------
+    def update_from_headers(self, fp: str, headers: Mapping[str, str], default_resource: str) -> bool:
+        """Apply a response's rate-limit headers; stale ones (older window, fewer used) are ignored."""
+        try:
+            limit = int(headers["x-ratelimit-limit"])
+            remaining = int(headers["x-ratelimit-remaining"])
+            reset = int(float(headers["x-ratelimit-reset"]))
+        except (KeyError, ValueError, TypeError):
+            return False
+        try:
+            used = int(headers.get("x-ratelimit-used", limit - remaining))
+        except (ValueError, TypeError):
+            used = limit - remaining
+        resource = headers.get("x-ratelimit-resource") or default_resource
+        return self.set_state(fp, resource, QuotaState(limit, remaining, used, reset))
+
+    def set_state(self, fp: str, resource: str, state: QuotaState) -> bool:
+        key = self.quota_key(fp, resource)
+        return bool(self._update(keys=[key], args=[state.limit, state.remaining, state.used, state.reset]))
+
+    def state(self, fp: str, resource: str) -> QuotaState | None:
+        h = self.redis.hgetall(self.quota_key(fp, resource))
+        if not h:
+            return None
+        g = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in h.items()}
+        return QuotaState(g["limit"], g["remaining"], g["used"], g["reset"])
+
+    def missing(self, fps: Iterable[str]) -> list[str]:
+        """Fingerprints that have no record yet for some resource (to seed from /rate_limit)."""
+        fps = list(fps)
+        pipe = self.redis.pipeline(transaction=False)
+        for fp in fps:
+            for r in RESOURCES:
+                pipe.exists(self.quota_key(fp, r))
+        found = pipe.execute()
+        return [
+            fp for i, fp in enumerate(fps) if not all(found[i * len(RESOURCES) : (i + 1) * len(RESOURCES)])
+        ]
+
+    def snapshot(self, fps: Iterable[str]) -> dict[str, dict[str, QuotaState | None]]:
+        return {fp: {r: self.state(fp, r) for r in RESOURCES} for fp in fps}
+
+    # -- token health -------------------------------------------------------------------
+    def mark_rejected(self, fp: str) -> None:
+        self.redis.set(self._k("rejected", fp), "1", ex=REJECTED_TTL_S)
+
+    def clear_rejected(self, fp: str) -> None:
+        self.redis.delete(self._k("rejected", fp))
+
+    def is_rejected(self, fp: str) -> bool:
+        return bool(self.redis.exists(self._k("rejected", fp)))
+
+    def cool_down(self, fp: str, until: float) -> None:
+        """Keep every worker off a token until ``until`` (secondary limit on that token)."""
+        ttl = max(1, int(until - time.time()) + 1)
+        self.redis.set(self._k("cooldown", fp), repr(float(until)), ex=ttl)
+
+    # -- leasing --------------------------------------------------------------------------
+    def lease(
+        self,
+        fps: list[str],
+        resource: str,
+        cost: int = 1,
+        now: float | None = None,
+        prefer: str | None = None,
+    ) -> Lease | None:
+        """Lease the usable token with most remaining quota, or None if all usable ones are busy.
+
+        ``prefer`` names a token to take if it is usable (the one an ETag belongs to, since
+        GitHub's ETags are per token and a 304 is free).
+
+        Raises QuotaExhausted (with the earliest time a token is usable again) when no token
+        can pay ``cost`` above its reserve, and NoUsableToken when every token was rejected.
+        """
+        now = time.time() if now is None else now
+        n = len(fps)
+        keys = (
+            [self.quota_key(fp, resource) for fp in fps]
+            + [self._k("lease", fp) for fp in fps]
+            + [self._k("cooldown", fp) for fp in fps]
+            + [self._k("rejected", fp) for fp in fps]
+        )
+        owner = uuid.uuid4().hex
+        pref = fps.index(prefer) + 1 if prefer in fps else 0
+        res = self._lease(keys=keys, args=[now, cost, self.reserve, owner, LEASE_TTL_MS, n, pref])
+        code = int(res[0])
+        if code > 0:
+            return Lease(code - 1, fps[code - 1], owner)
+        if code == 0:
+            return None
+        if code == -2:
+            raise NoUsableToken("every configured GitHub token was rejected (401); fix the github connection")
+        earliest = float(res[1])
+        raise QuotaExhausted(resource, earliest if earliest > 0 else now + 60)
+
+    def release(self, lease: Lease) -> None:
+        self._release(keys=[self._k("lease", lease.fingerprint)], args=[lease.owner])
+
+    # -- batch budgets ----------------------------------------------------------------------
+    def reserve_budget(
+        self,
+        fps: list[str],
+        resource: str,
+        amount: int,
+        reservation_id: str,
+        expires_at: float = 0,
+        now: float | None = None,
+    ) -> Reservation:
+        """Atomically hold ``amount`` units for a batch if the pool covers it above the reserves."""
+        now = time.time() if now is None else now
+        n = len(fps)
+        keys = (
+            [self.quota_key(fp, resource) for fp in fps]
+            + [self._k("rejected", fp) for fp in fps]
+            + [self._k("reservations", resource), self._k("reservations_exp", resource)]
+        )
+        res = self._reserve(keys=keys, args=[now, self.reserve, int(amount), reservation_id, expires_at, n])
+        earliest = float(res[3])
+        return Reservation(bool(int(res[0])), int(res[1]), int(res[2]), earliest if earliest > 0 else None)
+
+    def spend_reservation(self, reservation_id: str, resource: str, amount: int) -> None:
+        """Count units a batch spent against its reservation so it stops holding them."""
+        rk = self._k("reservations", resource)
+        if amount and self.redis.hexists(rk, reservation_id):
+            self.redis.hincrby(rk, reservation_id, -int(amount))
+
+    def release_reservation(self, reservation_id: str) -> None:
+        pipe = self.redis.pipeline()
+        for r in RESOURCES:
+            pipe.hdel(self._k("reservations", r), reservation_id)
+            pipe.hdel(self._k("reservations_exp", r), reservation_id)
+        pipe.execute()

@@ -1,0 +1,124 @@
+"""RateLimitSensor: start a batch only when the token pool can pay for it.
+
+It runs per batch (inside the mapped task group) rather than once before the fan-out: each
+batch then holds its own reservation, so batches that start together cannot all count the
+same remaining units, and a batch waiting for a reset does not hold back batches that fit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.providers.common.compat.sdk import BaseSensorOperator
+
+from github_collector import settings
+from github_collector.hook import GitHubHook
+from github_collector.queries import GRAPHQL_RELATIONS, RELATIONS
+from github_collector.quota import RESOURCES
+from github_collector.staging import Staging, run_namespace
+
+CONNECTIONS_PER_QUERY = 10
+
+
+def estimate_cost(batch: Sequence[str], relations: Sequence[str]) -> dict[str, int]:
+    """Units the batch's first pass needs: one contributors page per repo, packed GraphQL pages.
+
+    Exact costs depend on list sizes nobody knows before listing; this is what the batch must
+    be able to spend to make progress. The fetch checkpoints and defers if it needs more.
+    """
+    n = len(batch)
+    gql_rels = sum(1 for r in relations if r in GRAPHQL_RELATIONS)
+    core = n if "contributors" in relations else 0
+    graphql = math.ceil(n * max(gql_rels, 1) / CONNECTIONS_PER_QUERY) + (1 if core else 0)
+    return {"core": core, "graphql": graphql}
+
+
+def reservation_id(context: Any) -> str:
+    ti = context["ti"]
+    ns = run_namespace(settings.key_prefix(), ti.dag_id, ti.run_id)
+    return f"{ns}batch:{ti.map_index}"
+
+
+class RateLimitSensor(BaseSensorOperator):
+    """Wait, without holding a worker slot, until the quota covers a batch; then reserve it."""
+
+    template_fields: Sequence[str] = ("batch", "relations", "github_conn_id", "redis_conn_id")
+    ui_color = "#f0e4ff"
+
+    def __init__(
+        self,
+        *,
+        batch: Sequence[str],
+        relations: Sequence[str] | None = None,
+        github_conn_id: str = settings.GITHUB_CONN_ID,
+        redis_conn_id: str = settings.REDIS_CONN_ID,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if not deferrable:
+            kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("poke_interval", 60)
+        super().__init__(**kwargs)
+        self.batch = batch
+        self.relations = relations
+        self.github_conn_id = github_conn_id
+        self.redis_conn_id = redis_conn_id
+        self.deferrable = deferrable
+        self._next_check: float | None = None
+
+    def poke(self, context: Any) -> bool:
+        hook = GitHubHook(self.github_conn_id, self.redis_conn_id, key_prefix=settings.key_prefix())
+        client = hook.get_conn()
+        client.ensure_quota_records()  # free: GET /rate_limit
+        store = hook.get_quota_store()
+        relations = self.relations or self._planned_relations(hook, context)
+        need = estimate_cost(list(self.batch), relations)
+        rid = reservation_id(context)
+        waits: list[float] = []
+        for resource in RESOURCES:
+            if not need[resource]:
+                continue
+            res = store.reserve_budget(client.fingerprints, resource, need[resource], rid)
+            self.log.info(
+                "quota %s: need %s, available above reserves %s, held by other batches %s -> %s",
+                resource,
+                need[resource],
+                res.available,
+                res.held,
+                "reserved" if res.granted else "wait",
+            )
+            if not res.granted:
+                waits.append(res.earliest_reset or (dt.datetime.now(dt.UTC).timestamp() + 60))
+        if waits:
+            store.release_reservation(rid)
+            self._next_check = max(waits)
+            return False
+        return True
+
+    @staticmethod
+    def _planned_relations(hook: GitHubHook, context: Any) -> list[str]:
+        ti = context["ti"]
+        plan = Staging(hook.redis, run_namespace(settings.key_prefix(), ti.dag_id, ti.run_id)).load_plan()
+        return list(plan["relations"]) if plan else list(RELATIONS)
+
+    def execute(self, context: Any) -> None:
+        if not self.deferrable:
+            return super().execute(context)
+        if not self.poke(context):
+            self._defer()
+        return None
+
+    def _defer(self) -> None:
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+        # +1 s: GitHub's reset is a whole second; resume within seconds of it, not before.
+        moment = dt.datetime.fromtimestamp((self._next_check or 0) + 1, tz=dt.UTC)
+        self.log.info("quota short for this batch; deferring until %s", moment.isoformat())
+        self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute_complete")
+
+    def execute_complete(self, context: Any, event: Any = None) -> None:
+        if not self.poke(context):
+            self._defer()

@@ -1,0 +1,24 @@
+"""Names and knobs shared by the DAG and its operators, read at task run time only."""
+
+from __future__ import annotations
+
+import os
+
+GITHUB_CONN_ID = "github_default"
+REDIS_CONN_ID = "redis_default"
+POSTGRES_CONN_ID = "postgres_default"
+DAG_ID = "github_repo_users"
+USERS_ASSET_NAME = "github_repo_users.github_user"
+
+
+def key_prefix() -> str:
+    """Redis key prefix; an env var lets tests and side-by-side installs keep apart."""
+    return os.environ.get("GITHUB_REPO_USERS_REDIS_PREFIX", "ghc:")
+
+
+def commit_chunk() -> int:
+    return int(os.environ.get("GITHUB_REPO_USERS_COMMIT_CHUNK", "5000"))
+
+
+def profile_max_age_hours() -> float:
+    return float(os.environ.get("GITHUB_REPO_USERS_PROFILE_MAX_AGE_HOURS", "168"))

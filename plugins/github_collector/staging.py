@@ -1,0 +1,136 @@
+"""Per-run staging area in Redis: records, checkpoints and the plan.
+
+Every DAG run has its own namespace, derived from (dag_id, run_id), so retries and re-runs of
+that run find their checkpoints, and overlapping runs (a daily run and a backfill) never see
+each other's keys. Under ``{prefix}run:{id}:``:
+
+- ``plan``                   the run's plan (JSON)
+- ``batch:{i}:state``        a batch's checkpoint (collector.BatchState, JSON)
+- ``batch:{i}:outcome``      done | failed: <reason>
+- ``users``                  user_id -> record (full profiles overwrite list-only records)
+- ``links``                  "repo_id:user_id:relation" -> record
+- ``repos``                  requested name -> repo record
+- ``stats``                  counters: pages, quota spent, records staged
+- ``lost_sentinel``          written with the plan; if it is gone, Redis lost this run's data
+
+A step's records and its checkpoint go in one MULTI/EXEC transaction: either both are stored
+or neither, so a crash can only lose the step in flight, never mis-state what was staged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from github_collector.collector import Step
+
+STAGE_TTL_S = 14 * 86_400  # staged data outlives a long outage, but not forever
+
+
+def run_namespace(prefix: str, dag_id: str, run_id: str) -> str:
+    digest = hashlib.sha256(f"{dag_id}\x00{run_id}".encode()).hexdigest()[:20]
+    return f"{prefix}run:{digest}:"
+
+
+class StagingLost(RuntimeError):
+    """The run's staged data vanished from Redis (flushed or restarted without persistence)."""
+
+
+class Staging:
+    def __init__(self, redis, namespace: str) -> None:
+        self.redis = redis
+        self.ns = namespace
+
+    def key(self, *parts: Any) -> str:
+        return self.ns + ":".join(str(p) for p in parts)
+
+    # -- plan -------------------------------------------------------------------------------------
+    def save_plan(self, plan: dict) -> None:
+        pipe = self.redis.pipeline()
+        pipe.set(self.key("plan"), json.dumps(plan), ex=STAGE_TTL_S)
+        pipe.set(self.key("lost_sentinel"), "1", ex=STAGE_TTL_S)
+        pipe.execute()
+
+    def load_plan(self) -> dict | None:
+        raw = self.redis.get(self.key("plan"))
+        return json.loads(raw) if raw else None
+
+    def check_intact(self) -> None:
+        """Raise if Redis lost this run's staging since the plan was written."""
+        if not self.redis.exists(self.key("lost_sentinel")):
+            raise StagingLost(
+                "this run's staging in Redis is gone (Redis was flushed or restarted without "
+                "persistence); staged records since the last commit were lost and will be fetched again"
+            )
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def load_state(self, batch: int) -> dict | None:
+        raw = self.redis.get(self.key("batch", batch, "state"))
+        return json.loads(raw) if raw else None
+
+    def set_outcome(self, batch: int, outcome: str) -> None:
+        self.redis.set(self.key("batch", batch, "outcome"), outcome, ex=STAGE_TTL_S)
+
+    def outcomes(self, n_batches: int) -> dict[int, str | None]:
+        vals = self.redis.mget([self.key("batch", i, "outcome") for i in range(n_batches)])
+        return {i: (v.decode() if isinstance(v, bytes) else v) for i, v in enumerate(vals)}
+
+    def write_step(self, batch: int, step: Step) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        users_key, links_key, repos_key = self.key("users"), self.key("links"), self.key("repos")
+        for u in step.users:
+            if u.get("profile_complete"):
+                pipe.hset(users_key, str(u["user_id"]), json.dumps(u))
+            else:  # a list item must not replace a full profile staged earlier
+                pipe.hsetnx(users_key, str(u["user_id"]), json.dumps(u))
+        if step.links:
+            pipe.hset(
+                links_key,
+                mapping={
+                    f"{lk['repo_id']}:{lk['user_id']}:{lk['relation']}": json.dumps(lk) for lk in step.links
+                },
+            )
+        if step.repos:
+            pipe.hset(repos_key, mapping={r["requested"]: json.dumps(r) for r in step.repos})
+        pipe.set(self.key("batch", batch, "state"), json.dumps(step.state), ex=STAGE_TTL_S)
+        stats = self.key("stats")
+        pipe.hincrby(stats, "pages", step.pages)
+        for res, n in step.cost.items():
+            if n:
+                pipe.hincrby(stats, f"cost_{res}", n)
+        for k in (users_key, links_key, repos_key, stats):
+            pipe.expire(k, STAGE_TTL_S)
+        pipe.execute()
+
+    def stats(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.redis.hgetall(self.key("stats")).items()}
+
+    # -- reading for the commit ------------------------------------------------------------------
+    def scan(self, kind: str, chunk: int) -> Iterator[tuple[list[bytes], list[dict]]]:
+        """Yield (fields, records) chunks of a staged hash; memory stays bounded by ``chunk``."""
+        key = self.key(kind)
+        cursor = 0
+        while True:
+            cursor, items = self.redis.hscan(key, cursor, count=chunk)
+            if items:
+                fields = list(items)
+                for i in range(0, len(fields), chunk):
+                    part = fields[i : i + chunk]
+                    yield part, [json.loads(items[f]) for f in part]
+            if cursor == 0:
+                break
+
+    def delete_fields(self, kind: str, fields: list[bytes]) -> None:
+        if fields:
+            self.redis.hdel(self.key(kind), *fields)
+
+    def count(self, kind: str) -> int:
+        return int(self.redis.hlen(self.key(kind)))
+
+    def drop(self) -> None:
+        """Remove the whole namespace (after a complete commit)."""
+        keys = list(self.redis.scan_iter(match=self.ns + "*", count=1000))
+        if keys:
+            self.redis.delete(*keys)

@@ -1,0 +1,193 @@
+"""`make demo`: run the github_repo_users DAG end to end on this machine.
+
+1. a local Airflow home under .airflow/demo (SQLite metadata), migrated;
+2. connections (as AIRFLOW_CONN_* variables) to the local Redis and Postgres, and to the
+   bundled GitHub emulator, which this script starts and stops;
+3. `airflow dags test github_repo_users` on the emulator's demo repositories;
+4. a short summary from Postgres: repositories, users, relations and quota spent.
+
+With GITHUB_TOKEN set it targets https://api.github.com instead of the emulator and collects
+the DAG's default repositories (include/repositories.json).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HOME = ROOT / ".airflow" / "demo"
+PG_ADMIN = os.environ.get("DEMO_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+PG_DB = os.environ.get("DEMO_PG_DATABASE", "github_repo_users_demo")
+REDIS_URL = os.environ.get("DEMO_REDIS_URL", "redis://127.0.0.1:6379")
+PREFIX = "ghc-demo:"
+
+sys.path.insert(0, str(ROOT / "plugins"))
+
+
+def say(msg: str) -> None:
+    print(f"[demo] {msg}", flush=True)
+
+
+def airflow_env() -> dict[str, str]:
+    env = os.environ.copy()
+    env.update(
+        AIRFLOW_HOME=str(HOME),
+        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
+        AIRFLOW__CORE__PLUGINS_FOLDER=str(ROOT / "plugins"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{HOME / 'airflow.db'}",
+        AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(HOME / "logs"),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "plugins"), env.get("PYTHONPATH", "")])),
+        GITHUB_REPO_USERS_REDIS_PREFIX=PREFIX,
+        AIRFLOW_CONN_REDIS_DEFAULT=json.dumps({"conn_type": "redis", "host": "127.0.0.1", "port": 6379}),
+        AIRFLOW_CONN_POSTGRES_DEFAULT=json.dumps(
+            {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": PG_DB}
+        ),
+    )
+    return env
+
+
+def run(cmd: list[str], env: dict[str, str], log_name: str) -> None:
+    log = HOME / log_name
+    with log.open("w") as out:
+        proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-40:]
+        print("\n".join(tail))
+        raise SystemExit(f"[demo] {' '.join(cmd[:3])} failed (exit {proc.returncode}); full log: {log}")
+
+
+def ensure_database() -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DB,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{PG_DB}"')  # fixed demo name, not user input
+
+
+def clear_demo_redis() -> None:
+    import redis
+
+    r = redis.Redis.from_url(REDIS_URL)
+    keys = list(r.scan_iter(match=PREFIX + "*", count=1000))
+    if keys:
+        r.delete(*keys)
+
+
+def start_emulator(tokens: dict[str, str], collab: list[str]) -> tuple[subprocess.Popen, str]:
+    args = [sys.executable, "-m", "github_collector.emulator", "--host", "127.0.0.1", "--port", "0", "--preset", "demo"]
+    names = list(tokens)
+    env = os.environ.copy()
+    env["PYTHONPATH"] = str(ROOT / "plugins")
+    # Tokens go through the environment, not argv, so they do not show in process lists.
+    env["EMULATOR_TOKENS"] = ";".join(
+        f"{names[0]}={tokens[names[0]]}:collab={','.join(collab)}",
+    ) + "".join(f";{n}={tokens[n]}" for n in names[1:])
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    assert proc.stdout is not None
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if "listening on" in line:
+            return proc, line.strip().split()[-1]
+    proc.kill()
+    raise SystemExit("[demo] the emulator did not start")
+
+
+def summary(emulator_url: str | None) -> None:
+    import psycopg
+
+    with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={PG_DB}") as conn:
+        q = conn.execute
+        repos = q("SELECT status, count(*) FROM github_repo_request GROUP BY status ORDER BY status").fetchall()
+        users = q("SELECT type, count(*) FROM github_user GROUP BY type ORDER BY type").fetchall()
+        rels = q(
+            "SELECT r, count(*) FROM github_repo_user, unnest(relations) r GROUP BY r ORDER BY r"
+        ).fetchall()
+        pairs = q("SELECT count(*) FROM github_repo_user").fetchone()[0]
+        hidden = q(
+            "SELECT full_name, unavailable_relations FROM github_repository "
+            "WHERE cardinality(unavailable_relations) > 0 ORDER BY full_name"
+        ).fetchall()
+        run = q("SELECT status, counts FROM github_collect_run ORDER BY finished_at DESC LIMIT 1").fetchone()
+    print()
+    print("=" * 64)
+    print("github_repo_users: summary from Postgres")
+    print("  repositories by status : " + ", ".join(f"{s}={n}" for s, n in repos))
+    print("  users by type          : " + ", ".join(f"{t}={n}" for t, n in users))
+    print(f"  (repo, user) pairs     : {pairs}")
+    print("  relations              : " + ", ".join(f"{r}={n}" for r, n in rels))
+    for name, rel in hidden:
+        print(f"  unavailable            : {name}: {', '.join(rel)}")
+    if run:
+        quota = run[1].get("quota", {})
+        print(
+            f"  last run               : {run[0]}; pages {quota.get('pages', 0)}, "
+            f"quota spent core={quota.get('cost_core', 0)} graphql={quota.get('cost_graphql', 0)}"
+        )
+    if emulator_url:
+        import requests
+
+        stats = requests.get(emulator_url + "/_emulator/stats", timeout=10).json()
+        spent = {k: v for k, v in stats.get("cost_by_token", {}).items()}
+        print(f"  emulator accounting    : {stats.get('requests')} requests, spent {spent}")
+    print("=" * 64)
+
+
+def main() -> None:
+    HOME.mkdir(parents=True, exist_ok=True)
+    env = airflow_env()
+    airflow = shutil.which("airflow", path=env.get("PATH")) or str(Path(sys.executable).with_name("airflow"))
+    say(f"Airflow home {HOME} (SQLite)")
+    run([airflow, "db", "migrate"], env, "db-migrate.log")
+    ensure_database()
+    clear_demo_redis()
+    proc = None
+    emulator_url = None
+    conf: dict = {}
+    try:
+        real = os.environ.get("GITHUB_TOKEN")
+        if real:
+            say("GITHUB_TOKEN is set: collecting from https://api.github.com")
+            env["AIRFLOW_CONN_GITHUB_DEFAULT"] = json.dumps(
+                {"conn_type": "github_repo_users", "host": "https://api.github.com", "password": real}
+            )
+        else:
+            from github_collector.emulator import PRESETS, build_dataset
+
+            repos = build_dataset(PRESETS["demo"]).repo_names()
+            tokens = {"demo-a": "demo-" + secrets.token_hex(12), "demo-b": "demo-" + secrets.token_hex(12)}
+            proc, emulator_url = start_emulator(tokens, repos[:3])
+            say(f"emulator at {emulator_url}; {len(repos)} repositories, 2 tokens")
+            env["AIRFLOW_CONN_GITHUB_DEFAULT"] = json.dumps(
+                {
+                    "conn_type": "github_repo_users",
+                    "host": emulator_url,
+                    "password": tokens["demo-a"],
+                    "extra": {"tokens": [tokens["demo-b"]], "reserve": 5},
+                }
+            )
+            conf = {"repositories": repos, "batch_size": 4}
+        say("airflow dags test github_repo_users (log: .airflow/demo/dags-test.log)")
+        started = time.time()
+        run([airflow, "dags", "test", "github_repo_users", "-c", json.dumps(conf)], env, "dags-test.log")
+        say(f"DAG run finished in {time.time() - started:.1f} s")
+        summary(emulator_url)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Shared fixtures. Integration tests use the real local Redis and Postgres.
+
+Each test run gets its own Postgres database and its own Redis key prefix, and removes
+both afterwards, so runs never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import redis as redis_lib
+
+try:
+    from fixtures_emulator import *  # noqa: F403  (emulator fixtures)
+except ModuleNotFoundError:  # pragma: no cover - while the emulator fixtures are absent
+    pass
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return REDIS_URL
+
+
+@pytest.fixture()
+def redis_client(redis_url: str):
+    client = redis_lib.Redis.from_url(redis_url)
+    try:
+        client.ping()
+    except redis_lib.ConnectionError as exc:  # pragma: no cover - environment problem
+        pytest.fail(f"Redis at {redis_url} is not reachable: {exc}")
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def key_prefix(redis_client, run_id: str):
+    """A Redis key prefix unique to this test; every key under it is deleted afterwards."""
+    prefix = f"test:{run_id}:{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    keys = list(redis_client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        redis_client.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+def pg_database(run_id: str):
+    """A fresh Postgres database for this test session, dropped at the end."""
+    import psycopg
+
+    name = f"ghc_test_{run_id}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # name is generated here, not user input
+    yield name
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture()
+def pg_dsn(pg_database: str) -> str:
+    return f"host=127.0.0.1 port=5432 user=postgres dbname={pg_database}"

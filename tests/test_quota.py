@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from github_collector.errors import NoUsableToken, QuotaExhausted
+from github_collector.quota import QuotaState, QuotaStore, fingerprint
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def store(redis_client, key_prefix):
+    return QuotaStore(redis_client, prefix=key_prefix, reserve=10)
+
+
+def headers(limit, remaining, reset, used=None, resource="core"):
+    h = {
+        "x-ratelimit-limit": str(limit),
+        "x-ratelimit-remaining": str(remaining),
+        "x-ratelimit-reset": str(reset),
+        "x-ratelimit-resource": resource,
+    }
+    if used is not None:
+        h["x-ratelimit-used"] = str(used)
+    return h
+
+
+def test_fingerprint_is_short_and_hides_token():
+    fp = fingerprint("ghp_secretsecret")
+    assert len(fp) == 12 and "secret" not in fp
+
+
+def test_stale_response_never_overwrites_newer_state(store):
+    reset = int(time.time()) + 100
+    assert store.update_from_headers("a", headers(5000, 4000, reset, 1000), "core")
+    # An older response of the same window (fewer used) arrives late: ignored.
+    assert not store.update_from_headers("a", headers(5000, 4500, reset, 500), "core")
+    assert store.state("a", "core").remaining == 4000
+    # A new window always wins, even with more remaining.
+    assert store.update_from_headers("a", headers(5000, 4999, reset + 3600, 1), "core")
+    assert store.state("a", "core") == QuotaState(5000, 4999, 1, reset + 3600)
+    # The old window's late response cannot bring it back.
+    assert not store.update_from_headers("a", headers(5000, 3000, reset, 2000), "core")
+
+
+def test_lease_takes_most_remaining_and_one_request_per_token(store):
+    reset = int(time.time()) + 100
+    store.set_state("a", "core", QuotaState(5000, 100, 4900, reset))
+    store.set_state("b", "core", QuotaState(5000, 900, 4100, reset))
+    first = store.lease(["a", "b"], "core")
+    assert first.fingerprint == "b"
+    second = store.lease(["a", "b"], "core")
+    assert second.fingerprint == "a"  # b is busy
+    assert store.lease(["a", "b"], "core") is None  # both busy: wait, never double up
+    store.release(first)
+    assert store.lease(["a", "b"], "core").fingerprint == "b"
+
+
+def test_lease_keeps_reserve_and_reports_earliest_reset(store):
+    now = time.time()
+    store.set_state("a", "core", QuotaState(5000, 10, 4990, int(now) + 50))  # at reserve
+    store.set_state("b", "core", QuotaState(5000, 5, 4995, int(now) + 20))
+    with pytest.raises(QuotaExhausted) as err:
+        store.lease(["a", "b"], "core", now=now)
+    assert err.value.reset_at == int(now) + 20
+    # After b's window resets it is full again.
+    lease = store.lease(["a", "b"], "core", now=now + 21)
+    assert lease.fingerprint == "b"
+
+
+def test_cooldown_and_rejection(store):
+    now = time.time()
+    store.set_state("a", "core", QuotaState(5000, 4000, 1000, int(now) + 100))
+    store.set_state("b", "core", QuotaState(5000, 3000, 2000, int(now) + 100))
+    store.cool_down("a", now + 30)
+    assert store.lease(["a", "b"], "core", now=now).fingerprint == "b"
+    store.mark_rejected("b")
+    with pytest.raises(QuotaExhausted) as err:
+        store.lease(["a", "b"], "core", now=now)
+    assert err.value.reset_at == pytest.approx(now + 30)
+    store.mark_rejected("a")
+    with pytest.raises(NoUsableToken):
+        store.lease(["a", "b"], "core", now=now)
+
+
+def test_prefer_picks_the_etag_owner(store):
+    reset = int(time.time()) + 100
+    store.set_state("a", "core", QuotaState(5000, 100, 4900, reset))
+    store.set_state("b", "core", QuotaState(5000, 900, 4100, reset))
+    assert store.lease(["a", "b"], "core", prefer="a").fingerprint == "a"
+
+
+def test_reservations_never_overcommit_under_concurrency(store):
+    reset = int(time.time()) + 100
+    # Two tokens with 110 and 60 remaining, reserve 10 each: 150 usable units.
+    store.set_state("a", "graphql", QuotaState(5000, 110, 4890, reset))
+    store.set_state("b", "graphql", QuotaState(5000, 60, 4940, reset))
+    granted: list[str] = []
+    lock = threading.Lock()
+
+    def ask(i: int) -> None:
+        res = store.reserve_budget(["a", "b"], "graphql", 20, f"batch-{i}")
+        if res.granted:
+            with lock:
+                granted.append(f"batch-{i}")
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(granted) == 7  # 7 * 20 = 140 <= 150 < 8 * 20
+    # Spending releases held units; releasing frees the rest.
+    store.spend_reservation(granted[0], "graphql", 20)
+    assert store.reserve_budget(["a", "b"], "graphql", 20, "late").granted
+    store.release_reservation("late")
+    refused = store.reserve_budget(["a", "b"], "graphql", 20, "later")
+    assert refused.granted  # 'late' was released, so its units are free again
+
+
+def test_reservation_refused_reports_reset(store):
+    reset = int(time.time()) + 100
+    store.set_state("a", "core", QuotaState(5000, 15, 4985, reset))
+    res = store.reserve_budget(["a"], "core", 10, "x")
+    assert not res.granted and res.available == 5 and res.earliest_reset == reset
+
+
+def test_missing_records(store):
+    store.set_state("a", "core", QuotaState(5000, 1, 1, 1))
+    store.set_state("a", "graphql", QuotaState(5000, 1, 1, 1))
+    store.set_state("b", "core", QuotaState(5000, 1, 1, 1))
+    assert store.missing(["a", "b", "c"]) == ["b", "c"]
