@@ -88,9 +88,9 @@ def start_emulator(tokens: dict[str, str], collab: list[str]) -> tuple[subproces
     env = os.environ.copy()
     env["PYTHONPATH"] = str(ROOT / "plugins")
     # Tokens go through the environment, not argv, so they do not show in process lists.
-    env["EMULATOR_TOKENS"] = ";".join(
-        f"{names[0]}={tokens[names[0]]}:collab={','.join(collab)}",
-    ) + "".join(f";{n}={tokens[n]}" for n in names[1:])
+    # The first token is a collaborator of a few repos, so their stargazers and watchers show.
+    specs = [f"{names[0]}={tokens[names[0]]}:collab={','.join(collab)}"] + [f"{n}={tokens[n]}" for n in names[1:]]
+    env["EMULATOR_TOKENS"] = ";".join(specs)
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 60
     assert proc.stdout is not None

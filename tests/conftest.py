@@ -12,10 +12,7 @@ import uuid
 import pytest
 import redis as redis_lib
 
-try:
-    from fixtures_emulator import *  # noqa: F403  (emulator fixtures)
-except ModuleNotFoundError:  # pragma: no cover - while the emulator fixtures are absent
-    pass
+from fixtures_emulator import *  # noqa: F403  (emulator fixtures)
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")

@@ -76,7 +76,7 @@ def emu_server(emu_server_factory: Callable[..., EmulatorServer]) -> EmulatorSer
 
 
 @pytest.fixture
-def emu_client() -> Callable[[str | None], requests.Session]:
+def emu_client() -> Iterator[Callable[[str | None], requests.Session]]:
     """emu_client(token) -> a requests.Session sending that token (None = unauthenticated)."""
     sessions: list[requests.Session] = []
 

@@ -10,6 +10,7 @@ from fixtures_emulator import *  # noqa: F403
 from fixtures_emulator import EMU_TOKEN_COLLAB, EMU_TOKEN_PLAIN
 
 from github_collector.emulator import RENAMED_REPO_NEW_NAME, SPECIAL_REPOS
+from github_collector.emulator.encoding import iso
 
 pytestmark = pytest.mark.integration
 
@@ -165,8 +166,7 @@ def test_starred_at_media_type_and_page_limit(emu_server, emu_client, emu_datase
     s = emu_client()
     r = s.get(url, params={"per_page": 3}, headers={"Accept": "application/vnd.github.star+json"})
     body = r.json()
-    assert [(e["starred_at"], e["user"]["id"]) for e in body] == [
-        (f"{__import__('github_collector.emulator.encoding', fromlist=['iso']).iso(t)}", u) for t, u in repo.stars[:3]]
+    assert [(e["starred_at"], e["user"]["id"]) for e in body] == [(iso(t), u) for t, u in repo.stars[:3]]
     assert set(body[0]["user"]) >= {"login", "id", "node_id", "avatar_url", "type", "site_admin"}
     assert "name" not in body[0]["user"]  # list items carry no profile fields
     r = s.get(url, params={"page": 401})
@@ -208,7 +208,7 @@ def test_user_profiles(emu_server, emu_client, emu_dataset) -> None:
     s = emu_client()
     truth = emu_dataset.truth(collaborator_repos=("*",))["users"]
     by_type = {}
-    for uid, profile in truth.items():
+    for profile in truth.values():
         by_type.setdefault(profile["type"], profile)
     for profile in by_type.values():
         r = s.get(f"{emu_server.url}/users/{profile['login']}")

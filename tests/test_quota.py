@@ -133,3 +133,17 @@ def test_missing_records(store):
     store.set_state("a", "graphql", QuotaState(5000, 1, 1, 1))
     store.set_state("b", "core", QuotaState(5000, 1, 1, 1))
     assert store.missing(["a", "b", "c"]) == ["b", "c"]
+
+
+def test_reservation_ends_at_the_window_reset_and_is_capped_to_capacity(store):
+    now = time.time()
+    reset = int(now) + 5
+    store.set_state("a", "core", QuotaState(30, 30, 0, reset))  # 20 usable above the reserve of 10
+    assert store.reserve_budget(["a"], "core", 15, "stalled-batch", now=now).granted
+    blocked = store.reserve_budget(["a"], "core", 15, "next", now=now)
+    assert not blocked.granted and blocked.earliest_reset == reset
+    # After the reset the refill voids the stalled batch's hold.
+    assert store.reserve_budget(["a"], "core", 15, "next", now=reset + 1).granted
+    # Asking for more than the pool can ever hold is capped, not refused forever.
+    store.release_reservation("next")
+    assert store.reserve_budget(["a"], "core", 10_000, "huge", now=reset + 1).granted

@@ -157,12 +157,23 @@ class GitHubClient:
         return f"GitHubClient({self.base_url!r}, tokens={self.fingerprints})"
 
     # -- quota records ------------------------------------------------------------------------
-    def ensure_quota_records(self) -> None:
-        """Seed missing quota records from GET /rate_limit, which costs no quota."""
-        if self._seeded:
+    def ensure_quota_records(self, refresh_stale: bool = False) -> None:
+        """Seed missing quota records from GET /rate_limit, which costs no quota.
+
+        With ``refresh_stale``, also re-read tokens whose recorded window has ended, so a
+        decision about the current window is made on its real numbers and reset time.
+        """
+        if self._seeded and not refresh_stale:
             return
-        for fp in self.quota.missing(self.fingerprints):
-            self.refresh_rate_limit(fp)
+        todo = set(self.quota.missing(self.fingerprints))
+        if refresh_stale:
+            now = time.time()
+            for fp, states in self.quota.snapshot(self.fingerprints).items():
+                if any(st is None or st.reset <= now for st in states.values()):
+                    todo.add(fp)
+        for fp in self.fingerprints:
+            if fp in todo and not self.quota.is_rejected(fp):
+                self.refresh_rate_limit(fp)
         self._seeded = True
 
     def refresh_rate_limit(self, fp: str) -> None:

@@ -112,25 +112,32 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# Reserve a budget for a batch if the pool can cover it above every token's reserve,
-# after what other batches already hold. KEYS: n quota keys, n rejected keys, then the
-# reservations and reservations_exp hashes. Returns {granted, available, held, earliest_reset}.
+# Reserve a budget for a batch if the pool covers it above every token's reserve, after
+# what other batches hold. A reservation lives until its batch releases it or the current
+# windows reset (the refill voids it), so a stalled batch never blocks others for long.
+# An amount above the pool's whole capacity is capped to it, so it can be granted at all.
+# KEYS: n quota keys, n rejected keys, then the reservations and reservations_exp hashes.
+# Returns {granted, available, held, wake_at}: wake_at is when asking again can succeed.
 _RESERVE = """
 local n = tonumber(ARGV[6]); local now = tonumber(ARGV[1]); local reserve = tonumber(ARGV[2])
 local amount = tonumber(ARGV[3])
-local avail = 0; local earliest = -1; local latest = now
+local avail = 0; local capacity = 0; local earliest = -1; local latest = -1
 for i = 1, n do
   if redis.call('EXISTS', KEYS[n + i]) == 0 then
     local h = redis.call('HMGET', KEYS[i], 'limit', 'remaining', 'reset')
     if h[1] then
-      local reset = tonumber(h[3]); local rem
-      if reset <= now then rem = tonumber(h[1]) else rem = tonumber(h[2]) end
+      local limit = tonumber(h[1]); local reset = tonumber(h[3]); local rem
+      if reset <= now then rem = limit else rem = tonumber(h[2]) end
       if rem > reserve then avail = avail + rem - reserve end
-      if reset > now and (earliest < 0 or reset < earliest) then earliest = reset end
-      if reset > latest then latest = reset end
+      if limit > reserve then capacity = capacity + limit - reserve end
+      if reset > now then
+        if earliest < 0 or reset < earliest then earliest = reset end
+        if reset > latest then latest = reset end
+      end
     end
   end
 end
+if amount > capacity then amount = capacity end
 local rk = KEYS[2*n + 1]; local ek = KEYS[2*n + 2]
 local held = 0
 local ids = redis.call('HKEYS', rk)
@@ -141,13 +148,13 @@ for _, id in ipairs(ids) do
   elseif id ~= ARGV[4] then
     local v = tonumber(redis.call('HGET', rk, id) or '0')
     if v > 0 then held = held + v end
+    if earliest < 0 or exp < earliest then earliest = exp end
   end
 end
 if avail - held >= amount then
+  local exp = latest
+  if exp <= now then exp = now + tonumber(ARGV[5]) end
   redis.call('HSET', rk, ARGV[4], amount)
-  local exp = tonumber(ARGV[5])
-  if exp <= now then exp = latest end
-  if exp <= now then exp = now + 3600 end
   redis.call('HSET', ek, ARGV[4], exp)
   return {1, avail, held, tostring(earliest)}
 end
@@ -294,10 +301,14 @@ class QuotaStore:
         resource: str,
         amount: int,
         reservation_id: str,
-        expires_at: float = 0,
+        fallback_ttl: float = 3600,
         now: float | None = None,
     ) -> Reservation:
-        """Atomically hold ``amount`` units for a batch if the pool covers it above the reserves."""
+        """Atomically hold ``amount`` units for a batch if the pool covers it above the reserves.
+
+        The hold ends at the current windows' reset, or after ``fallback_ttl`` seconds when no
+        record has a future reset.
+        """
         now = time.time() if now is None else now
         n = len(fps)
         keys = (
@@ -305,7 +316,7 @@ class QuotaStore:
             + [self._k("rejected", fp) for fp in fps]
             + [self._k("reservations", resource), self._k("reservations_exp", resource)]
         )
-        res = self._reserve(keys=keys, args=[now, self.reserve, int(amount), reservation_id, expires_at, n])
+        res = self._reserve(keys=keys, args=[now, self.reserve, int(amount), reservation_id, fallback_ttl, n])
         earliest = float(res[3])
         return Reservation(bool(int(res[0])), int(res[1]), int(res[2]), earliest if earliest > 0 else None)
 

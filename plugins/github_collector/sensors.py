@@ -72,7 +72,7 @@ class RateLimitSensor(BaseSensorOperator):
     def poke(self, context: Any) -> bool:
         hook = GitHubHook(self.github_conn_id, self.redis_conn_id, key_prefix=settings.key_prefix())
         client = hook.get_conn()
-        client.ensure_quota_records()  # free: GET /rate_limit
+        client.ensure_quota_records(refresh_stale=True)  # free: GET /rate_limit
         store = hook.get_quota_store()
         relations = self.relations or self._planned_relations(hook, context)
         need = estimate_cost(list(self.batch), relations)

@@ -10,7 +10,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .accounting import Accounting, TokenState, Window
 from .config import FAULT_FIELDS, EmulatorConfig
@@ -19,6 +19,7 @@ from .graphql_api import GraphQLApi
 from .rest import RestApi, RestRequest, error, family, not_found
 
 API_VERSION = "2026-03-10"
+SECRET_PARAMS = frozenset({"access_token", "token", "client_secret", "client_id"})
 RATE_DOCS = "https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api"
 
 
@@ -134,7 +135,9 @@ class EmulatorApp:
         is_graphql = path.rstrip("/") == "/graphql"
         resource = "graphql" if is_graphql else "core"
         state, ok = self.acc.identify(headers.get("authorization"))
-        log_path = path + (f"?{parts.query}" if parts.query else "")
+        # legacy clients may put credentials in the query string; never log their values
+        logged_query = [(k, "REDACTED" if k.lower() in SECRET_PARAMS else v) for k, v in query]
+        log_path = path + (f"?{urlencode(logged_query)}" if query else "")
 
         def finish(result_status: int, payload: object, window: Window, cost: int = 0,
                    extra: dict[str, str] | None = None, fault: bool = False,
@@ -161,8 +164,6 @@ class EmulatorApp:
                                 "status": "401"}, anon, who=state)
         assert state is not None
         cfg = self.config
-        if cfg.latency_ms:
-            time.sleep(cfg.latency_ms / 1000)
         with self._rng_lock:
             inject = cfg.fault_502_rate > 0 and self._rng.random() < cfg.fault_502_rate
         if inject:
@@ -172,6 +173,8 @@ class EmulatorApp:
         if retry_after is not None:
             return self._secondary(finish, state, resource, retry_after, request_id)
         try:
+            if cfg.latency_ms:
+                time.sleep(cfg.latency_ms / 1000)  # a slow answer keeps the request in flight
             if is_graphql:
                 return self._graphql(method, state, body, request_id, finish)
             return self._rest(method, path, query, headers, host, state, request_id, finish)

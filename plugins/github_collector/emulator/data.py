@@ -193,14 +193,16 @@ class Dataset:
                 return self._fixed_by_login[low]
             parts = low.split("-")
             if len(parts) == 2:
-                idx, uid = from_base36(parts[1]), None
-                uid = PERSON_BASE + idx if idx is not None else None
+                base = PERSON_BASE
             elif len(parts) == 3 and parts[2] == "org":
-                idx = from_base36(parts[1])
-                uid = ORG_BASE + idx if idx is not None else None
+                base = ORG_BASE
             else:
                 return None
-            if uid is None or self.user_type(uid) is None or uid in self._fixed:
+            idx = from_base36(parts[1])
+            if idx is None:
+                return None
+            uid = base + idx
+            if self.user_type(uid) is None or uid in self._fixed:
                 return None
             return uid if self.login(uid).lower() == low else None
 
@@ -329,7 +331,12 @@ class Dataset:
         return False
 
     def restricted_relations(self, repo: Repo, patterns: Iterable[str]) -> tuple[str, ...]:
-        return () if self.is_collaborator(patterns, repo) else RESTRICTED_RELATIONS
+        """Relations hidden from a caller with these collaborator patterns. An empty list has nothing
+        to hide and is served as empty (through GraphQL it could not be told apart anyway)."""
+        if self.is_collaborator(patterns, repo):
+            return ()
+        members = {"stargazers": repo.stars, "watchers": repo.watchers}
+        return tuple(r for r in RESTRICTED_RELATIONS if members[r])
 
     def linked_contributors(self, repo: Repo) -> list[tuple[int, int]]:
         return repo.contributors[:CONTRIBUTOR_LINK_LIMIT]
@@ -632,8 +639,8 @@ class Dataset:
         - relations: contributors (only the top 500, which GitHub links to accounts; never for
           too_large or empty repos; anonymous entries never), forkers (owners of direct forks,
           users and organisations), stargazers (with starred_at), watchers.
-        - a relation hidden from the token (stargazers/watchers unless it is a collaborator) is
-          listed in "restricted" and contributes no users.
+        - a relation hidden from the token (stargazers/watchers unless it is a collaborator, and
+          only when the list is not empty) is listed in "restricted" and contributes no users.
         - token_name refers to a token registered by EmulatorServer (or register_tokens);
           collaborator_repos overrides it; None for both means an unauthenticated caller.
         """

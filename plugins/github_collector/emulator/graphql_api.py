@@ -243,6 +243,7 @@ class Resolver:
         ds = self.ds
         full_name = ds.full_name(repo)
         collaborator = ds.is_collaborator(self.patterns, repo)
+        hidden = ds.restricted_relations(repo, self.patterns)
 
         def forks(info, **args) -> dict:
             order = args.get("orderBy")
@@ -256,11 +257,11 @@ class Resolver:
             keys = repo.stars
             desc = (args.get("orderBy") or {}).get("direction") == "DESC"
             return _connection(keys, lambda i: self.account(keys[i][1]), args, desc=desc,
-                               hidden=not collaborator, edge_extra=lambda i: {"starredAt": iso(keys[i][0])})
+                               hidden="stargazers" in hidden, edge_extra=lambda i: {"starredAt": iso(keys[i][0])})
 
         def watchers(info, **args) -> dict:
             keys = repo.watchers
-            return _connection(keys, lambda i: self.account(keys[i][1]), args, hidden=not collaborator)
+            return _connection(keys, lambda i: self.account(keys[i][1]), args, hidden="watchers" in hidden)
 
         return {
             "__typename": "Repository",

@@ -227,7 +227,8 @@ class RestApi:
     def _restricted_list(self, req: RestRequest, state: TokenState, repo: Repo, sub: str) -> RestResult:
         ds = self.ds
         patterns = state.config.collaborator_repos if state.config else ()
-        if not ds.is_collaborator(patterns, repo):
+        relation = "watchers" if sub == "subscribers" else "stargazers"
+        if relation in ds.restricted_relations(repo, patterns):
             # GitHub limits these lists to collaborators; how it says no differs between repos
             if repo.restriction == "404":
                 return not_found(f"{DOCS}/activity/starring#list-stargazers")
