@@ -37,3 +37,6 @@ lock:
 
 clean:
 	rm -rf $(VENV) .airflow .pytest_cache .ruff_cache
+
+airflow: venv
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python scripts/demo.py --standalone

@@ -83,13 +83,25 @@ def clear_demo_redis() -> None:
 
 
 def start_emulator(tokens: dict[str, str], collab: list[str]) -> tuple[subprocess.Popen, str]:
-    args = [sys.executable, "-m", "github_collector.emulator", "--host", "127.0.0.1", "--port", "0", "--preset", "demo"]
+    args = [
+        sys.executable,
+        "-m",
+        "github_collector.emulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--preset",
+        "demo",
+    ]
     names = list(tokens)
     env = os.environ.copy()
     env["PYTHONPATH"] = str(ROOT / "plugins")
     # Tokens go through the environment, not argv, so they do not show in process lists.
     # The first token is a collaborator of a few repos, so their stargazers and watchers show.
-    specs = [f"{names[0]}={tokens[names[0]]}:collab={','.join(collab)}"] + [f"{n}={tokens[n]}" for n in names[1:]]
+    specs = [f"{names[0]}={tokens[names[0]]}:collab={','.join(collab)}"] + [
+        f"{n}={tokens[n]}" for n in names[1:]
+    ]
     env["EMULATOR_TOKENS"] = ";".join(specs)
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 60
@@ -109,7 +121,9 @@ def summary(emulator_url: str | None) -> None:
 
     with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={PG_DB}") as conn:
         q = conn.execute
-        repos = q("SELECT status, count(*) FROM github_repo_request GROUP BY status ORDER BY status").fetchall()
+        repos = q(
+            "SELECT status, count(*) FROM github_repo_request GROUP BY status ORDER BY status"
+        ).fetchall()
         users = q("SELECT type, count(*) FROM github_user GROUP BY type ORDER BY type").fetchall()
         rels = q(
             "SELECT r, count(*) FROM github_repo_user, unnest(relations) r GROUP BY r ORDER BY r"
@@ -144,7 +158,44 @@ def summary(emulator_url: str | None) -> None:
     print("=" * 64)
 
 
+def standalone() -> None:
+    """`make airflow`: airflow standalone with this project's DAG, on the emulator (or GitHub)."""
+    HOME.mkdir(parents=True, exist_ok=True)
+    env = airflow_env()
+    env["AIRFLOW__API__PORT"] = os.environ.get("AIRFLOW_PORT", "8080")
+    airflow = shutil.which("airflow", path=env.get("PATH")) or str(Path(sys.executable).with_name("airflow"))
+    ensure_database()
+    proc = None
+    try:
+        real = os.environ.get("GITHUB_TOKEN")
+        if real:
+            conn = {"conn_type": "github_repo_users", "host": "https://api.github.com", "password": real}
+        else:
+            from github_collector.emulator import PRESETS, build_dataset
+
+            repos = build_dataset(PRESETS["demo"]).repo_names()
+            tokens = {"demo-a": "demo-" + secrets.token_hex(12), "demo-b": "demo-" + secrets.token_hex(12)}
+            proc, url = start_emulator(tokens, repos[:3])
+            say(f"emulator at {url}; try these repositories in the trigger form: {json.dumps(repos[:6])}")
+            conn = {
+                "conn_type": "github_repo_users",
+                "host": url,
+                "password": tokens["demo-a"],
+                "extra": {"tokens": [tokens["demo-b"]]},
+            }
+        env["AIRFLOW_CONN_GITHUB_DEFAULT"] = json.dumps(conn)
+        say("airflow standalone: UI on http://localhost:8080 (the admin password is printed below)")
+        subprocess.run([airflow, "standalone"], env=env, check=False)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
 def main() -> None:
+    if "--standalone" in sys.argv:
+        standalone()
+        return
     HOME.mkdir(parents=True, exist_ok=True)
     env = airflow_env()
     airflow = shutil.which("airflow", path=env.get("PATH")) or str(Path(sys.executable).with_name("airflow"))

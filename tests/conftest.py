@@ -11,7 +11,6 @@ import uuid
 
 import pytest
 import redis as redis_lib
-
 from fixtures_emulator import *  # noqa: F403  (emulator fixtures)
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 
-def airflow_env(home: Path, *, github_url: str, tokens: list[str], pg_db: str, prefix: str, extra: dict | None = None) -> dict:
+def airflow_env(
+    home: Path, *, github_url: str, tokens: list[str], pg_db: str, prefix: str, extra: dict | None = None
+) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(
         AIRFLOW_HOME=str(home),
@@ -88,7 +90,9 @@ def read_back(dsn: str) -> tuple[dict, dict, dict]:
                     "forked_at": _iso(forked_at),
                 }
         repos = {}
-        for requested, rid, status in conn.execute("SELECT requested_name, repo_id, status FROM github_repo_request"):
+        for requested, rid, status in conn.execute(
+            "SELECT requested_name, repo_id, status FROM github_repo_request"
+        ):
             repos[requested] = {
                 "requested": requested,
                 "repo_id": rid,

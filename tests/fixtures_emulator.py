@@ -58,8 +58,9 @@ def emu_server_factory(emu_dataset: Dataset) -> Iterator[Callable[..., EmulatorS
     """start(dataset=None, tokens=None, **EmulatorConfig fields) -> a running server, stopped after the test."""
     servers: list[EmulatorServer] = []
 
-    def start(dataset: Dataset | None = None, tokens: list[TokenConfig] | None = None,
-              **config: object) -> EmulatorServer:
+    def start(
+        dataset: Dataset | None = None, tokens: list[TokenConfig] | None = None, **config: object
+    ) -> EmulatorServer:
         cfg = EmulatorConfig(tokens=tokens if tokens is not None else emu_tokens(), **config)
         srv = EmulatorServer(dataset or emu_dataset, cfg).start()
         servers.append(srv)

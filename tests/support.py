@@ -35,10 +35,16 @@ class MemorySink:
         self.states.append(copy.deepcopy(step.state))
 
 
-def make_client(url: str, tokens: list[str], redis_client, prefix: str, reserve: int = 0, **kw) -> GitHubClient:
+def make_client(
+    url: str, tokens: list[str], redis_client, prefix: str, reserve: int = 0, **kw
+) -> GitHubClient:
     kw.setdefault("backoff_base", 0.01)
     return GitHubClient(
-        url, tokens, QuotaStore(redis_client, prefix=prefix, reserve=reserve), EtagCache(redis_client, prefix=prefix), **kw
+        url,
+        tokens,
+        QuotaStore(redis_client, prefix=prefix, reserve=reserve),
+        EtagCache(redis_client, prefix=prefix),
+        **kw,
     )
 
 
@@ -51,24 +57,30 @@ def diff_against_truth(truth: dict, users: dict[int, dict], links: dict, repos: 
     """Every difference between collected records and the emulator's ground truth."""
     problems: list[str] = []
     pairs: dict[tuple[int, int], set[str]] = {}
-    for (rid, uid, role) in links:
+    for rid, uid, role in links:
         pairs.setdefault((rid, uid), set()).add(role)
     want_pairs = {k: {RELATION_ROLE[r] for r in v["relations"]} for k, v in truth["repo_users"].items()}
     if pairs != want_pairs:
         missing = set(want_pairs) - set(pairs)
         extra = set(pairs) - set(want_pairs)
         wrong = [k for k in set(pairs) & set(want_pairs) if pairs[k] != want_pairs[k]]
-        problems.append(f"pairs: {len(missing)} missing, {len(extra)} extra, {len(wrong)} with wrong relations")
+        problems.append(
+            f"pairs: {len(missing)} missing, {len(extra)} extra, {len(wrong)} with wrong relations"
+        )
     for (rid, uid), v in truth["repo_users"].items():
         got = links.get((rid, uid, "contributor"))
         if got and got.get("contributions") != v["contributions"]:
-            problems.append(f"contributions of {uid} in {rid}: {got.get('contributions')} != {v['contributions']}")
+            problems.append(
+                f"contributions of {uid} in {rid}: {got.get('contributions')} != {v['contributions']}"
+            )
         star = links.get((rid, uid, "stargazer"))
         if star and star.get("starred_at") != v["starred_at"]:
             problems.append(f"starred_at of {uid} in {rid}: {star.get('starred_at')} != {v['starred_at']}")
     want_users = {int(uid): expected_user(p) for uid, p in truth["users"].items()}
     if set(users) != set(want_users):
-        problems.append(f"users: {len(set(want_users) - set(users))} missing, {len(set(users) - set(want_users))} extra")
+        problems.append(
+            f"users: {len(set(want_users) - set(users))} missing, {len(set(users) - set(want_users))} extra"
+        )
     for uid, want in want_users.items():
         got = users.get(uid)
         if got is None:
@@ -78,12 +90,14 @@ def diff_against_truth(truth: dict, users: dict[int, dict], links: dict, repos: 
                 problems.append(f"user {uid} field {f}: {got.get(f)!r} != {want[f]!r}")
                 break
     for name, want in truth["repos"].items():
-        got = repos.get(name)
+        got = repos.get(name) or repos.get(name.lower())  # the plan stores names lower-cased
         if got is None:
             problems.append(f"repo {name} not reported")
             continue
         if (got["repo_id"], got["full_name"]) != (want["repo_id"], want["full_name"]):
-            problems.append(f"repo {name}: id/name {got['repo_id']}/{got['full_name']} != {want['repo_id']}/{want['full_name']}")
+            problems.append(
+                f"repo {name}: id/name {got['repo_id']}/{got['full_name']} != {want['repo_id']}/{want['full_name']}"
+            )
         status = {"empty": "ok", "too_large": "ok"}.get(want["status"], want["status"])
         if got["status"] != status:
             problems.append(f"repo {name}: status {got['status']} != {status}")
@@ -91,12 +105,18 @@ def diff_against_truth(truth: dict, users: dict[int, dict], links: dict, repos: 
             want["status"],
             None,
         ):
-            problems.append(f"repo {name}: contributors {got['relation_status'].get('contributors')} != {want['status']}")
+            problems.append(
+                f"repo {name}: contributors {got['relation_status'].get('contributors')} != {want['status']}"
+            )
         # A hidden list whose public count is 0 is truly empty, and may be recorded so.
         counts = {"stargazers": got["stargazer_count"], "watchers": got["watcher_count"]}
-        hidden = {r for r in want["restricted"] if counts.get(r) != 0 or got["relation_status"].get(r) != "empty"}
+        hidden = {
+            r for r in want["restricted"] if counts.get(r) != 0 or got["relation_status"].get(r) != "empty"
+        }
         if not hidden <= set(got["unavailable_relations"]):
-            problems.append(f"repo {name}: restricted {want['restricted']} not in {got['unavailable_relations']}")
+            problems.append(
+                f"repo {name}: restricted {want['restricted']} not in {got['unavailable_relations']}"
+            )
     return problems
 
 

@@ -79,12 +79,18 @@ def test_fragments_are_expanded() -> None:
 def test_pagination_errors_are_reported_like_github() -> None:
     schema = load_schema()
     a = analyze(repo("forks { nodes { id } }"), schema)
-    assert a.errors == [{"type": "MISSING_PAGINATION_BOUNDARIES", "path": ["repository", "forks"],
-                         "message": "You must provide a `first` or `last` value to properly paginate "
-                                    "the `forks` connection."}]
+    assert a.errors == [
+        {
+            "type": "MISSING_PAGINATION_BOUNDARIES",
+            "path": ["repository", "forks"],
+            "message": "You must provide a `first` or `last` value to properly paginate "
+            "the `forks` connection.",
+        }
+    ]
     a = analyze(repo("forks(first: 101) { nodes { id } }"), schema)
     assert [e["message"] for e in a.errors] == [
-        "Requesting 101 records on the `forks` connection exceeds the `first` limit of 100 records."]
+        "Requesting 101 records on the `forks` connection exceeds the `first` limit of 100 records."
+    ]
     assert analyze(repo("stargazers(last: 0) { nodes { id } }"), schema).errors
     assert analyze(repo("forks(first: 1, last: 1) { nodes { id } }"), schema).errors
     # totalCount alone needs no first/last

@@ -39,13 +39,19 @@ def test_special_repos_are_present(emu_dataset) -> None:
     truth = emu_dataset.truth(collaborator_repos=ALL)["repos"]
     assert truth[SPECIAL_REPOS["renamed"]]["status"] == "moved"
     assert truth[SPECIAL_REPOS["renamed"]]["full_name"] == RENAMED_REPO_NEW_NAME
-    assert truth[SPECIAL_REPOS["missing"]] == {"repo_id": None, "full_name": None, "status": "not_found",
-                                               "restricted": []}
+    assert truth[SPECIAL_REPOS["missing"]] == {
+        "repo_id": None,
+        "full_name": None,
+        "status": "not_found",
+        "restricted": [],
+    }
     assert truth[SPECIAL_REPOS["blocked"]]["status"] == "blocked"
     assert truth[SPECIAL_REPOS["empty"]]["status"] == "empty"
     assert truth[SPECIAL_REPOS["too_large"]]["status"] == "too_large"
-    forms = {emu_dataset.lookup_full_name(SPECIAL_REPOS[k])[0].restriction
-             for k in ("restricted_404", "restricted_403", "restricted_empty")}
+    forms = {
+        emu_dataset.lookup_full_name(SPECIAL_REPOS[k])[0].restriction
+        for k in ("restricted_404", "restricted_403", "restricted_empty")
+    }
     assert forms == {"404", "403", "empty"}
 
 
@@ -74,10 +80,15 @@ def test_relations_overlap_and_sizes_are_heavy_tailed(emu_dataset) -> None:
     assert max(per_user_repos.values()) >= 3  # some users sit in several repos
     multi = [e for e in truth["repo_users"].values() if len(e["relations"]) > 1]
     assert multi  # and in several relations of one repo
-    forker_types = {truth["users"][u]["type"] for (_, u), e in truth["repo_users"].items() if "forkers" in e["relations"]}
+    forker_types = {
+        truth["users"][u]["type"] for (_, u), e in truth["repo_users"].items() if "forkers" in e["relations"]
+    }
     assert "Organization" in forker_types
-    contributor_types = {truth["users"][u]["type"] for (_, u), e in truth["repo_users"].items()
-                         if "contributors" in e["relations"]}
+    contributor_types = {
+        truth["users"][u]["type"]
+        for (_, u), e in truth["repo_users"].items()
+        if "contributors" in e["relations"]
+    }
     assert "Bot" in contributor_types
     stars = sorted(len(emu_dataset.lookup_full_name(n)[0].stars) for n in emu_dataset.repo_names()[:10])
     assert stars[0] == 0 and stars[-1] > 5 * stars[len(stars) // 2]
@@ -133,7 +144,11 @@ def test_mutations(emu_fresh_dataset) -> None:
     ds.add_watchers(name, 2)
     ds.add_contributors(name, 5)
     assert (len(repo.forks), len(repo.stars), len(repo.watchers), len(repo.contributors)) == (
-        before[0] + 3, before[1] + 4, before[2] + 2, before[3] + 5)
+        before[0] + 3,
+        before[1] + 4,
+        before[2] + 2,
+        before[3] + 5,
+    )
     assert all(ds.lookup_full_name(f)[0] is not None for f in forks)
     assert [u for _, u in repo.stars[-4:]] == new_stars  # newest stars sort last
     assert len({u for _, u in repo.stars}) == len(repo.stars)

@@ -21,7 +21,10 @@ def gql(srv, session: requests.Session, query: str, **variables) -> requests.Res
 
 def biggest(ds, attr: str, pred=lambda r: True):
     repos = [ds.lookup_full_name(n)[0] for n in ds.repo_names()]
-    return max((r for r in repos if r is not None and r.kind == "ok" and pred(r)), key=lambda r: len(getattr(r, attr)))
+    return max(
+        (r for r in repos if r is not None and r.kind == "ok" and pred(r)),
+        key=lambda r: len(getattr(r, attr)),
+    )
 
 
 def owner_name(ds, repo) -> dict:
@@ -41,13 +44,14 @@ FORKS = """query($owner: String!, $name: String!, $after: String, $dir: OrderDir
     }
   }
   rateLimit { cost remaining used limit nodeCount resetAt }
-}""" % PROFILE  # noqa: UP031
+}""".replace("%s", PROFILE)
 
 
 def test_forks_with_inline_owner_profiles(emu_server, emu_client, emu_dataset) -> None:
     ds = emu_dataset
-    repo = biggest(ds, "forks", lambda r: any(ds.user_type(ds.repos[f].owner_id) == "Organization"
-                                              for _, f in r.forks))
+    repo = biggest(
+        ds, "forks", lambda r: any(ds.user_type(ds.repos[f].owner_id) == "Organization" for _, f in r.forks)
+    )
     r = gql(emu_server, emu_client(), FORKS, **owner_name(ds, repo))
     assert r.status_code == 200 and "errors" not in r.json()
     data = r.json()["data"]
@@ -59,7 +63,8 @@ def test_forks_with_inline_owner_profiles(emu_server, emu_client, emu_dataset) -
     for node in forks["nodes"]:
         owner = node["owner"]
         rest = ds.truth(relations=("forkers",), collaborator_repos=("*",))["users"][
-            ds.user_id(owner["login"])]
+            ds.user_id(owner["login"])
+        ]
         if owner["__typename"] == "User":
             assert owner["name"] == rest["name"] and owner["company"] == rest["company"]
             assert owner["location"] == rest["location"] and owner["bio"] == rest["bio"]
@@ -89,10 +94,13 @@ def test_stargazers_starred_at_and_order(emu_server, emu_client, emu_dataset) ->
     asc = gql(emu_server, s, q, dir="ASC", **owner_name(ds, repo)).json()["data"]["repository"]
     assert asc["stargazerCount"] == asc["stargazers"]["totalCount"] == len(repo.stars)
     assert [(e["starredAt"], e["node"]["databaseId"]) for e in asc["stargazers"]["edges"]] == [
-        (iso(t), u) for t, u in repo.stars[:5]]
+        (iso(t), u) for t, u in repo.stars[:5]
+    ]
     assert asc["stargazers"]["edges"][0]["node"]["id"] == node_id("User", repo.stars[0][1])
     desc = gql(emu_server, s, q, dir="DESC", **owner_name(ds, repo)).json()["data"]["repository"]
-    assert [e["node"]["databaseId"] for e in desc["stargazers"]["edges"]] == [u for _, u in repo.stars[::-1][:5]]
+    assert [e["node"]["databaseId"] for e in desc["stargazers"]["edges"]] == [
+        u for _, u in repo.stars[::-1][:5]
+    ]
 
 
 def test_restricted_relations_have_no_edges_but_real_counts(emu_server, emu_client, emu_dataset) -> None:
@@ -102,10 +110,15 @@ def test_restricted_relations_have_no_edges_but_real_counts(emu_server, emu_clie
              stargazerCount viewerPermission
              stargazers(first: 10) { totalCount pageInfo { hasNextPage endCursor } edges { node { login } } }
              watchers(first: 10) { totalCount pageInfo { hasNextPage } nodes { login } } } }"""
-    data = gql(emu_server, emu_client(EMU_TOKEN_PLAIN), q, **owner_name(ds, repo)).json()["data"]["repository"]
+    data = gql(emu_server, emu_client(EMU_TOKEN_PLAIN), q, **owner_name(ds, repo)).json()["data"][
+        "repository"
+    ]
     assert data["stargazerCount"] == len(repo.stars) > 0
-    assert data["stargazers"] == {"totalCount": len(repo.stars),
-                                  "pageInfo": {"hasNextPage": False, "endCursor": None}, "edges": []}
+    assert data["stargazers"] == {
+        "totalCount": len(repo.stars),
+        "pageInfo": {"hasNextPage": False, "endCursor": None},
+        "edges": [],
+    }
     assert data["watchers"]["nodes"] == [] and data["watchers"]["totalCount"] == len(repo.watchers)
     assert data["watchers"]["pageInfo"]["hasNextPage"] is False
     assert data["viewerPermission"] == "READ"
@@ -118,8 +131,13 @@ def test_nodes_by_id_with_unknown_ids(emu_server, emu_client, emu_dataset) -> No
     repo = biggest(ds, "stars")
     uid = repo.stars[0][1]
     bot = ds.user_id("renovate[bot]")
-    ids = [node_id("User", uid), "U_kgDOnotreal", node_id("Bot", bot), node_id("Repository", repo.id),
-           node_id("User", 999_999)]
+    ids = [
+        node_id("User", uid),
+        "U_kgDOnotreal",
+        node_id("Bot", bot),
+        node_id("Repository", repo.id),
+        node_id("User", 999_999),
+    ]
     q = """query($ids: [ID!]!) { nodes(ids: $ids) { __typename id
              ... on User { login name email } ... on Bot { login } ... on Repository { nameWithOwner } } }"""
     body = gql(emu_server, emu_client(), q, ids=ids).json()
@@ -127,8 +145,10 @@ def test_nodes_by_id_with_unknown_ids(emu_server, emu_client, emu_dataset) -> No
     assert [n and n["__typename"] for n in nodes] == ["User", None, "Bot", "Repository", None]
     assert nodes[0]["login"] == ds.login(uid) and nodes[2]["login"] == "renovate[bot]"
     assert nodes[0]["email"] == (ds.profile(uid)["email"] or "")  # "" when not public
-    assert [(e["type"], e["path"]) for e in body["errors"]] == [("NOT_FOUND", ["nodes", 1]),
-                                                               ("NOT_FOUND", ["nodes", 4])]
+    assert [(e["type"], e["path"]) for e in body["errors"]] == [
+        ("NOT_FOUND", ["nodes", 1]),
+        ("NOT_FOUND", ["nodes", 4]),
+    ]
     assert "U_kgDOnotreal" in body["errors"][0]["message"]
     too_many = gql(emu_server, emu_client(), q, ids=[node_id("User", uid)] * 101).json()
     assert too_many["data"] is None and too_many["errors"]
@@ -140,8 +160,10 @@ def test_email_needs_a_scope(emu_server, emu_client, emu_dataset) -> None:
     body = r.json()
     assert r.status_code == 200 and body["data"] is None
     assert body["errors"][0]["type"] == "INSUFFICIENT_SCOPES"
-    assert "The 'email' field requires one of the following scopes: ['user:email', 'read:user']" in \
-        body["errors"][0]["message"]
+    assert (
+        "The 'email' field requires one of the following scopes: ['user:email', 'read:user']"
+        in body["errors"][0]["message"]
+    )
     assert "['repo']" in body["errors"][0]["message"]
     assert emu_server.stats()["tokens"]["plain"]["graphql"]["used"] == 0
     ok = gql(emu_server, emu_client(), q).json()
@@ -167,10 +189,15 @@ def test_rate_limited_when_exhausted(emu_server_factory, emu_client) -> None:
 
 def test_dry_run_costs_nothing(emu_server, emu_client, emu_dataset) -> None:
     s = emu_client()
-    r = gql(emu_server, s, FORKS.replace("rateLimit {", "rateLimit(dryRun: true) {"),
-            **owner_name(emu_dataset, biggest(emu_dataset, "forks")))
-    assert r.json()["data"] == {"rateLimit": {**r.json()["data"]["rateLimit"], "cost": 1, "remaining": 5000,
-                                              "used": 0}}
+    r = gql(
+        emu_server,
+        s,
+        FORKS.replace("rateLimit {", "rateLimit(dryRun: true) {"),
+        **owner_name(emu_dataset, biggest(emu_dataset, "forks")),
+    )
+    assert r.json()["data"] == {
+        "rateLimit": {**r.json()["data"]["rateLimit"], "cost": 1, "remaining": 5000, "used": 0}
+    }
     assert emu_server.stats()["tokens"]["collab"]["graphql"]["used"] == 0
 
 
@@ -220,7 +247,8 @@ def test_pagination_backwards(emu_server, emu_client, emu_dataset) -> None:
     assert page["pageInfo"]["hasPreviousPage"] and not page["pageInfo"]["hasNextPage"]
     prev = gql(emu_server, s, q, before=page["pageInfo"]["startCursor"], **owner_name(ds, repo)).json()
     assert [n["databaseId"] for n in prev["data"]["repository"]["stargazers"]["nodes"]] == [
-        u for _, u in repo.stars[-6:-3]]
+        u for _, u in repo.stars[-6:-3]
+    ]
     bad = gql(emu_server, s, q, before="bogus", **owner_name(ds, repo)).json()
     assert bad["errors"][0]["type"] == "INVALID_CURSOR_ARGUMENTS"
 
@@ -237,15 +265,26 @@ def test_renamed_missing_and_blocked_repositories(emu_server, emu_client) -> Non
     o, n = SPECIAL_REPOS["missing"].split("/")
     alias = gql(emu_server, s, '{ gone: repository(owner: "%s", name: "%s") { id } }' % (o, n)).json()  # noqa: UP031
     assert alias["data"] == {"gone": None}
-    assert alias["errors"][0] == {"type": "NOT_FOUND", "path": ["gone"], "locations": [{"line": 1, "column": 3}],
-                                  "message": f"Could not resolve to a Repository with the name '{o}/{n}'."}
+    assert alias["errors"][0] == {
+        "type": "NOT_FOUND",
+        "path": ["gone"],
+        "locations": [{"line": 1, "column": 3}],
+        "message": f"Could not resolve to a Repository with the name '{o}/{n}'.",
+    }
     o, n = SPECIAL_REPOS["blocked"].split("/")
     blocked = gql(emu_server, s, q, o=o, n=n).json()
     assert blocked["data"]["repository"] is None
-    assert blocked["errors"][0]["type"] == "FORBIDDEN" and blocked["errors"][0]["message"] == "Repository access blocked"
+    assert (
+        blocked["errors"][0]["type"] == "FORBIDDEN"
+        and blocked["errors"][0]["message"] == "Repository access blocked"
+    )
     o, n = SPECIAL_REPOS["empty"].split("/")
-    empty = gql(emu_server, s, '{ repository(owner: "%s", name: "%s") { isEmpty forks(first: 5) { totalCount nodes { id } } } }'  # noqa: UP031
-                % (o, n)).json()
+    empty = gql(
+        emu_server,
+        s,
+        '{ repository(owner: "%s", name: "%s") { isEmpty forks(first: 5) { totalCount nodes { id } } } }'  # noqa: UP031
+        % (o, n),
+    ).json()
     assert empty["data"]["repository"] == {"isEmpty": True, "forks": {"totalCount": 0, "nodes": []}}
 
 
@@ -254,16 +293,31 @@ def test_refusals_cost_nothing(emu_server, emu_client) -> None:
     r = gql(emu_server, s, '{ repository(owner: "a", name: "b") { noSuchField } }')
     assert r.status_code == 200 and "noSuchField" in r.json()["errors"][0]["message"]
     r = gql(emu_server, s, '{ repository(owner: "a", name: "b") { forks { nodes { id } } } }')
-    assert r.json() == {"data": None, "errors": [{
-        "type": "MISSING_PAGINATION_BOUNDARIES", "path": ["repository", "forks"],
-        "message": "You must provide a `first` or `last` value to properly paginate the `forks` connection."}]}
-    r = gql(emu_server, s, '{ repository(owner: "a", name: "b") { stargazers(first: 101) { nodes { id } } } }')
+    assert r.json() == {
+        "data": None,
+        "errors": [
+            {
+                "type": "MISSING_PAGINATION_BOUNDARIES",
+                "path": ["repository", "forks"],
+                "message": "You must provide a `first` or `last` value to properly paginate the `forks` connection.",
+            }
+        ],
+    }
+    r = gql(
+        emu_server, s, '{ repository(owner: "a", name: "b") { stargazers(first: 101) { nodes { id } } } }'
+    )
     assert r.json()["errors"][0]["message"] == (
-        "Requesting 101 records on the `stargazers` connection exceeds the `first` limit of 100 records.")
+        "Requesting 101 records on the `stargazers` connection exceeds the `first` limit of 100 records."
+    )
     r = gql(emu_server, s, "{ viewer { login ")
     assert r.status_code == 200 and r.json()["errors"]
     assert emu_server.stats()["tokens"]["collab"]["graphql"]["used"] == 0
-    assert requests.post(f"{emu_server.url}/graphql", json={"query": "{ viewer { login } }"}, timeout=10).status_code == 401
+    assert (
+        requests.post(
+            f"{emu_server.url}/graphql", json={"query": "{ viewer { login } }"}, timeout=10
+        ).status_code
+        == 401
+    )
 
 
 def test_slow_query_fault_still_costs(emu_server_factory, emu_client, emu_dataset) -> None:
@@ -274,20 +328,25 @@ def test_slow_query_fault_still_costs(emu_server_factory, emu_client, emu_datase
     assert r.headers["x-ratelimit-used"] == "1"
     assert srv.stats()["tokens"]["collab"]["graphql"]["used"] == 1
     small = '{ repository(owner: "%s", name: "%s") { forks(first: 10) { nodes { id } } } }' % tuple(  # noqa: UP031
-        emu_dataset.full_name(repo).split("/"))
+        emu_dataset.full_name(repo).split("/")
+    )
     assert gql(srv, emu_client(), small).status_code == 200
 
 
 def test_accounts_and_viewer(emu_server, emu_client, emu_dataset) -> None:
     ds = emu_dataset
-    org = next(u for u in ds.truth(collaborator_repos=("*",))["users"].values() if u["type"] == "Organization")
+    org = next(
+        u for u in ds.truth(collaborator_repos=("*",))["users"].values() if u["type"] == "Organization"
+    )
     q = """query($org: String!) { organization(login: $org) { login name email repositories { totalCount }
              repos: repositories(first: 5) { nodes { nameWithOwner isFork } } }
            viewer { login databaseId } }"""
     data = gql(emu_server, emu_client(), q, org=org["login"]).json()["data"]
     assert data["organization"]["login"] == org["login"] and data["organization"]["email"] == org["email"]
     assert data["organization"]["repositories"]["totalCount"] == org["public_repos"]
-    assert all(n["nameWithOwner"].startswith(org["login"] + "/") for n in data["organization"]["repos"]["nodes"])
+    assert all(
+        n["nameWithOwner"].startswith(org["login"] + "/") for n in data["organization"]["repos"]["nodes"]
+    )
     assert data["viewer"]["databaseId"] == ds.viewer_id("collab")
     missing = gql(emu_server, emu_client(), '{ user(login: "no-such-user-zz") { id } }').json()
     assert missing["data"] == {"user": None} and missing["errors"][0]["type"] == "NOT_FOUND"

@@ -52,7 +52,9 @@ def test_primary_status_429_and_manual_reset(emu_server_factory, emu_client) -> 
     srv.set_faults(primary_limit_status=403)
     assert s.get(f"{srv.url}/repos/{EMPTY}").status_code == 403
     # reset over HTTP, one token by name
-    assert requests.post(f"{srv.url}/_emulator/quota/reset", json={"token": "collab"}, timeout=10).json() == {"ok": True}
+    assert requests.post(f"{srv.url}/_emulator/quota/reset", json={"token": "collab"}, timeout=10).json() == {
+        "ok": True
+    }
     assert s.get(f"{srv.url}/repos/{EMPTY}").status_code == 200
     srv.reset_quota()
     assert srv.stats()["tokens"]["collab"]["core"]["used"] == 0
@@ -83,7 +85,9 @@ def test_secondary_limit_on_graphql(emu_server_factory, emu_client) -> None:
     s = emu_client()
     statuses = [s.post(f"{srv.url}/graphql", json={"query": "{ viewer { login } }"}) for _ in range(3)]
     assert [r.status_code for r in statuses] == [200, 200, 403]
-    assert statuses[2].headers["retry-after"] == "7" and statuses[2].headers["x-ratelimit-resource"] == "graphql"
+    assert (
+        statuses[2].headers["retry-after"] == "7" and statuses[2].headers["x-ratelimit-resource"] == "graphql"
+    )
     assert srv.stats()["tokens"]["collab"]["graphql"]["used"] == 2
 
 
@@ -93,7 +97,9 @@ def test_secondary_concurrency_limit(emu_server_factory) -> None:
     lock = threading.Lock()
 
     def hit() -> None:
-        r = requests.get(f"{srv.url}/repos/{EMPTY}", headers={"Authorization": f"Bearer {EMU_TOKEN_COLLAB}"}, timeout=10)
+        r = requests.get(
+            f"{srv.url}/repos/{EMPTY}", headers={"Authorization": f"Bearer {EMU_TOKEN_COLLAB}"}, timeout=10
+        )
         with lock:
             results.append(r.status_code)
 
@@ -126,9 +132,13 @@ def test_injected_502_costs_nothing(emu_server_factory, emu_client) -> None:
 
 def test_revoke_over_http(emu_server, emu_client) -> None:
     s = emu_client()
-    requests.post(f"{emu_server.url}/_emulator/faults", json={"token_valid": {"collab": False}}, timeout=10).raise_for_status()
+    requests.post(
+        f"{emu_server.url}/_emulator/faults", json={"token_valid": {"collab": False}}, timeout=10
+    ).raise_for_status()
     assert s.get(f"{emu_server.url}/rate_limit").status_code == 401
-    requests.post(f"{emu_server.url}/_emulator/faults", json={"token_valid": {"collab": True}}, timeout=10).raise_for_status()
+    requests.post(
+        f"{emu_server.url}/_emulator/faults", json={"token_valid": {"collab": True}}, timeout=10
+    ).raise_for_status()
     assert s.get(f"{emu_server.url}/rate_limit").status_code == 200
 
 
@@ -141,15 +151,22 @@ def test_stats_and_log_use_token_names_only(emu_server, emu_client) -> None:
     stats = requests.get(f"{emu_server.url}/_emulator/stats", timeout=10).json()
     assert stats == emu_server.stats()
     assert set(stats["tokens"]) == {"collab", "plain"}
-    assert stats["tokens"]["collab"]["core"] == {**stats["tokens"]["collab"]["core"], "used": 2, "remaining": 4998}
+    assert stats["tokens"]["collab"]["core"] == {
+        **stats["tokens"]["collab"]["core"],
+        "used": 2,
+        "remaining": 4998,
+    }
     assert stats["tokens"]["collab"]["graphql"]["used"] == 1
     assert stats["cost_by_token"]["collab"] == {"core": 2, "graphql": 1}
     assert stats["requests"] == 4 and stats["requests_by_status"] == {"200": 3, "404": 1}
     log = requests.get(f"{emu_server.url}/_emulator/log", timeout=10).json()
     assert log == emu_server.request_log()
     assert [(e["token"], e["method"], e["status"], e["resource"], e["cost"]) for e in log] == [
-        ("collab", "GET", 200, "core", 1), ("collab", "GET", 404, "core", 1),
-        ("collab", "POST", 200, "graphql", 1), (None, "GET", 200, "core", 0)]
+        ("collab", "GET", 200, "core", 1),
+        ("collab", "GET", 404, "core", 1),
+        ("collab", "POST", 200, "graphql", 1),
+        (None, "GET", 200, "core", 0),
+    ]
     assert log[0]["path"] == f"/repos/{EMPTY}" and isinstance(log[0]["t"], float)
     dumped = json.dumps([stats, log])
     assert EMU_TOKEN_COLLAB not in dumped and EMU_TOKEN_PLAIN not in dumped
@@ -159,10 +176,14 @@ def test_mutate_and_truth_over_http(emu_server_factory, emu_fresh_dataset, emu_c
     srv = emu_server_factory(dataset=emu_fresh_dataset)
     name = emu_fresh_dataset.repo_names()[0]
     before = emu_client().get(f"{srv.url}/repos/{name}").json()["forks_count"]
-    r = requests.post(f"{srv.url}/_emulator/mutate", json={"op": "add_forks", "full_name": name, "n": 2}, timeout=10)
+    r = requests.post(
+        f"{srv.url}/_emulator/mutate", json={"op": "add_forks", "full_name": name, "n": 2}, timeout=10
+    )
     assert r.status_code == 200 and len(r.json()["result"]) == 2
     assert emu_client().get(f"{srv.url}/repos/{name}").json()["forks_count"] == before + 2
-    bad = requests.post(f"{srv.url}/_emulator/mutate", json={"op": "add_forks", "full_name": "x/y", "n": 1}, timeout=10)
+    bad = requests.post(
+        f"{srv.url}/_emulator/mutate", json={"op": "add_forks", "full_name": "x/y", "n": 1}, timeout=10
+    )
     assert bad.status_code == 400
     truth = requests.get(f"{srv.url}/_emulator/truth", params={"token": "plain"}, timeout=10).json()
     assert truth["repos"][name]["restricted"] == ["stargazers", "watchers"]

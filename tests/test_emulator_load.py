@@ -21,8 +21,10 @@ PROFILES = """query($ids: [ID!]!) { nodes(ids: $ids) { ... on User { login name 
 def test_benchmark_scale_throughput(emu_server_factory, emu_client) -> None:
     ds = build_dataset(PRESETS["bench"])
     srv = emu_server_factory(dataset=ds)
-    repo = max((ds.lookup_full_name(n)[0] for n in ds.repo_names() if ds.lookup_full_name(n)[0]),
-               key=lambda r: len(r.stars))
+    repo = max(
+        (ds.lookup_full_name(n)[0] for n in ds.repo_names() if ds.lookup_full_name(n)[0]),
+        key=lambda r: len(r.stars),
+    )
     s = emu_client()
     start = time.perf_counter()
     url = f"{srv.url}/repos/{ds.full_name(repo)}/stargazers?per_page=100"
@@ -53,10 +55,14 @@ def test_concurrent_requests_and_mutations(emu_server_factory, emu_fresh_dataset
         local = []
         for i in range(40):
             name = names[i % len(names)]
-            local.append(s.get(f"{srv.url}/repos/{name}/forks", params={"per_page": 100}, timeout=10).status_code)
+            local.append(
+                s.get(f"{srv.url}/repos/{name}/forks", params={"per_page": 100}, timeout=10).status_code
+            )
             owner, repo = name.split("/")
             q = '{ repository(owner: "%s", name: "%s") { forks(first: 50) { nodes { owner { login } } } } }'
-            local.append(s.post(f"{srv.url}/graphql", json={"query": q % (owner, repo)}, timeout=10).status_code)
+            local.append(
+                s.post(f"{srv.url}/graphql", json={"query": q % (owner, repo)}, timeout=10).status_code
+            )
         with lock:
             statuses.extend(local)
 
@@ -79,4 +85,7 @@ def test_concurrent_requests_and_mutations(emu_server_factory, emu_fresh_dataset
     assert statuses and set(statuses) == {200}
     stats = srv.stats()
     assert stats["requests"] == len(statuses)
-    assert stats["tokens"]["collab"]["core"]["used"] + stats["tokens"]["plain"]["core"]["used"] == len(statuses) // 2
+    assert (
+        stats["tokens"]["collab"]["core"]["used"] + stats["tokens"]["plain"]["core"]["used"]
+        == len(statuses) // 2
+    )

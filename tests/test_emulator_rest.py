@@ -110,8 +110,10 @@ def test_renamed_repo_redirects_every_path(emu_server, emu_client, emu_dataset) 
     new = emu_dataset.lookup_full_name(RENAMED_REPO_NEW_NAME)[0]
     r = s.get(f"{emu_server.url}/repos/{SPECIAL_REPOS['renamed']}", allow_redirects=False)
     assert r.status_code == 301 and r.headers["location"] == f"{emu_server.url}/repositories/{new.id}"
-    r = s.get(f"{emu_server.url}/repos/{SPECIAL_REPOS['renamed']}/contributors?per_page=5&anon=1",
-              allow_redirects=False)
+    r = s.get(
+        f"{emu_server.url}/repos/{SPECIAL_REPOS['renamed']}/contributors?per_page=5&anon=1",
+        allow_redirects=False,
+    )
     assert r.status_code == 301
     assert r.headers["location"] == f"{emu_server.url}/repositories/{new.id}/contributors?per_page=5&anon=1"
     followed = s.get(f"{emu_server.url}/repos/{SPECIAL_REPOS['renamed']}")
@@ -174,9 +176,16 @@ def test_starred_at_media_type_and_page_limit(emu_server, emu_client, emu_datase
 
 
 def test_contributors_sorted_with_anonymous_entries(emu_server, emu_client, emu_dataset) -> None:
-    repo = max((emu_dataset.lookup_full_name(n)[0] for n in emu_dataset.repo_names()
-                if emu_dataset.lookup_full_name(n)[0] and emu_dataset.lookup_full_name(n)[0].kind == "ok"
-                and emu_dataset.lookup_full_name(n)[0].anonymous), key=lambda r: len(r.contributors))
+    repo = max(
+        (
+            emu_dataset.lookup_full_name(n)[0]
+            for n in emu_dataset.repo_names()
+            if emu_dataset.lookup_full_name(n)[0]
+            and emu_dataset.lookup_full_name(n)[0].kind == "ok"
+            and emu_dataset.lookup_full_name(n)[0].anonymous
+        ),
+        key=lambda r: len(r.contributors),
+    )
     s = emu_client()
     url = f"{emu_server.url}/repos/{emu_dataset.full_name(repo)}/contributors"
     plain = s.get(url, params={"per_page": 100}).json()
@@ -186,9 +195,12 @@ def test_contributors_sorted_with_anonymous_entries(emu_server, emu_client, emu_
     with_anon = s.get(url, params={"per_page": 100, "anon": "true"}).json()
     anon = [c for c in with_anon if c["type"] == "Anonymous"]
     assert len(anon) == len(repo.anonymous) and all({"email", "name"} <= set(c) for c in anon)
-    assert [c["contributions"] for c in with_anon] == sorted((c["contributions"] for c in with_anon), reverse=True)
+    assert [c["contributions"] for c in with_anon] == sorted(
+        (c["contributions"] for c in with_anon), reverse=True
+    )
     assert any(c["type"] == "Bot" and c["login"].endswith("[bot]") for c in plain) or not any(
-        emu_dataset.user_type(u) == "Bot" for u, _ in repo.contributors)
+        emu_dataset.user_type(u) == "Bot" for u, _ in repo.contributors
+    )
 
 
 def test_forks_sort_orders(emu_server, emu_client, emu_dataset) -> None:
@@ -218,9 +230,28 @@ def test_user_profiles(emu_server, emu_client, emu_dataset) -> None:
     user = by_type["User"]
     assert s.get(f"{emu_server.url}/users/{user['login'].upper()}").json()["id"] == user["id"]
     assert s.get(f"{emu_server.url}/users/renovate%5Bbot%5D").json()["type"] == "Bot"
-    for key in ("login", "id", "node_id", "avatar_url", "type", "site_admin", "name", "company", "blog",
-                "location", "email", "hireable", "bio", "twitter_username", "public_repos", "public_gists",
-                "followers", "following", "created_at", "updated_at"):
+    for key in (
+        "login",
+        "id",
+        "node_id",
+        "avatar_url",
+        "type",
+        "site_admin",
+        "name",
+        "company",
+        "blog",
+        "location",
+        "email",
+        "hireable",
+        "bio",
+        "twitter_username",
+        "public_repos",
+        "public_gists",
+        "followers",
+        "following",
+        "created_at",
+        "updated_at",
+    ):
         assert key in user
     assert s.get(f"{emu_server.url}/users/no-such-user-zz").status_code == 404
     assert s.get(f"{emu_server.url}/user/1").status_code == 404
@@ -228,11 +259,21 @@ def test_user_profiles(emu_server, emu_client, emu_dataset) -> None:
 
 def test_headers_on_every_response(emu_server, emu_client) -> None:
     s = emu_client()
-    for path in ("/rate_limit", f"/repos/{SPECIAL_REPOS['missing']}", f"/repos/{SPECIAL_REPOS['blocked']}",
-                 "/nope"):
+    for path in (
+        "/rate_limit",
+        f"/repos/{SPECIAL_REPOS['missing']}",
+        f"/repos/{SPECIAL_REPOS['blocked']}",
+        "/nope",
+    ):
         r = s.get(emu_server.url + path)
-        for h in ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-used", "x-ratelimit-reset",
-                  "x-ratelimit-resource", "x-github-request-id"):
+        for h in (
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-used",
+            "x-ratelimit-reset",
+            "x-ratelimit-resource",
+            "x-github-request-id",
+        ):
             assert h in r.headers, (path, h)
         assert r.headers["x-ratelimit-reset"].isdigit()
 
@@ -242,7 +283,12 @@ def test_rate_limit_endpoint_is_free(emu_server, emu_client) -> None:
     for _ in range(3):
         body = s.get(f"{emu_server.url}/rate_limit").json()
     assert "rate" not in body
-    assert body["resources"]["core"] == {**body["resources"]["core"], "limit": 5000, "used": 0, "remaining": 5000}
+    assert body["resources"]["core"] == {
+        **body["resources"]["core"],
+        "limit": 5000,
+        "used": 0,
+        "remaining": 5000,
+    }
     assert body["resources"]["graphql"]["limit"] == 5000 and "search" in body["resources"]
     anon = emu_client(None).get(f"{emu_server.url}/rate_limit").json()
     assert anon["resources"]["core"]["limit"] == 60
@@ -257,8 +303,12 @@ def test_bad_and_revoked_tokens(emu_server, emu_client) -> None:
     assert s.get(f"{emu_server.url}/rate_limit").status_code == 401
     emu_server.set_token_valid("collab", True)
     # the alternative header form works too
-    assert emu_client(None).get(f"{emu_server.url}/rate_limit",
-                                headers={"Authorization": f"token {EMU_TOKEN_COLLAB}"}).status_code == 200
+    assert (
+        emu_client(None)
+        .get(f"{emu_server.url}/rate_limit", headers={"Authorization": f"token {EMU_TOKEN_COLLAB}"})
+        .status_code
+        == 200
+    )
     assert emu_server.request_log()[-2]["status"] == 401 and emu_server.request_log()[-2]["token"] == "collab"
 
 

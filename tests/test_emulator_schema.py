@@ -101,11 +101,13 @@ def test_subset_schema_is_a_strict_subset_of_github() -> None:
 
 def test_subset_checker_catches_invented_parts() -> None:
     # guard against a checker that passes vacuously
-    bad_sdl = (schema_sdl()
-               .replace("  isFork: Boolean!\n  isPrivate", "  isFork: Boolean!\n  isFancy: Boolean!\n  isPrivate")
-               .replace("  STARRED_AT\n", "  STARRED_AT\n  STARRED_BY\n")
-               .replace("stargazerCount: Int!", "stargazerCount: String!")
-               .replace("type Bot implements", "type Robot {\n  id: ID!\n}\n\ntype Bot implements"))
+    bad_sdl = (
+        schema_sdl()
+        .replace("  isFork: Boolean!\n  isPrivate", "  isFork: Boolean!\n  isFancy: Boolean!\n  isPrivate")
+        .replace("  STARRED_AT\n", "  STARRED_AT\n  STARRED_BY\n")
+        .replace("stargazerCount: Int!", "stargazerCount: String!")
+        .replace("type Bot implements", "type Robot {\n  id: ID!\n}\n\ntype Bot implements")
+    )
     problems = subset_violations(build_schema(bad_sdl), real_schema())
     assert "field Repository.isFancy missing" in problems
     assert "enum value StarOrderField.STARRED_BY missing" in problems
@@ -135,7 +137,7 @@ COLLECTOR_STYLE_QUERIES = [
     """query($ids: [ID!]!) { nodes(ids: $ids) { __typename id
          ... on User { login name } ... on Bot { login createdAt } ... on Organization { login }
          ... on Repository { nameWithOwner } } }""",
-    "{ viewer { login } user(login: \"x\") { id } organization(login: \"y\") { id } node(id: \"z\") { id } }",
+    '{ viewer { login } user(login: "x") { id } organization(login: "y") { id } node(id: "z") { id } }',
 ]
 
 

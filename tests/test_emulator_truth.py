@@ -35,8 +35,9 @@ def test_truth_matches_a_rest_crawl(emu_server_factory, emu_client, token: str, 
     repos, repo_users, user_ids = {}, {}, set()
 
     def tie(repo_id: int, uid: int, relation: str, **fields) -> None:
-        entry = repo_users.setdefault((repo_id, uid), {"relations": set(), "contributions": None,
-                                                        "starred_at": None})
+        entry = repo_users.setdefault(
+            (repo_id, uid), {"relations": set(), "contributions": None, "starred_at": None}
+        )
         entry["relations"].add(relation)
         entry.update(fields)
         user_ids.add(uid)
@@ -73,8 +74,12 @@ def test_truth_matches_a_rest_crawl(emu_server_factory, emu_client, token: str, 
             restricted.append("watchers")
         for w in watchers:
             tie(repo["id"], w["id"], "watchers")
-        repos[requested] = {"repo_id": repo["id"], "full_name": repo["full_name"], "status": status,
-                            "restricted": restricted}
+        repos[requested] = {
+            "repo_id": repo["id"],
+            "full_name": repo["full_name"],
+            "status": status,
+            "restricted": restricted,
+        }
 
     assert repos == truth["repos"]
     assert repo_users == truth["repo_users"]
@@ -85,7 +90,10 @@ def test_truth_matches_a_rest_crawl(emu_server_factory, emu_client, token: str, 
         for requested, r in repos.items():
             if r["repo_id"] is not None:
                 repo = ds.repos[r["repo_id"]]
-                expected = [rel for rel, members in (("stargazers", repo.stars), ("watchers", repo.watchers))
-                            if members]
+                expected = [
+                    rel
+                    for rel, members in (("stargazers", repo.stars), ("watchers", repo.watchers))
+                    if members
+                ]
                 assert r["restricted"] == expected, requested
         assert sum(bool(r["restricted"]) for r in repos.values()) >= 6

@@ -16,15 +16,26 @@ def conn(pg_dsn):
         loader.ensure_schema(c)
         yield c
         with c.cursor() as cur:
-            cur.execute("TRUNCATE github_repo_user, github_user, github_repository, github_repo_request, github_collect_run")
+            cur.execute(
+                "TRUNCATE github_repo_user, github_user, github_repository, github_repo_request, github_collect_run"
+            )
         c.commit()
 
 
 def user(uid, login, **kw):
     base = dict.fromkeys(("name", "company", "blog", "location", "email", "bio", "twitter_username"))
     base.update(
-        user_id=uid, node_id=f"U_{uid}", login=login, type="User", public_repos=1, followers=2, following=3,
-        created_at="2020-01-01T00:00:00Z", updated_at="2024-01-01T00:00:00Z", profile_complete=True, email_known=True,
+        user_id=uid,
+        node_id=f"U_{uid}",
+        login=login,
+        type="User",
+        public_repos=1,
+        followers=2,
+        following=3,
+        created_at="2020-01-01T00:00:00Z",
+        updated_at="2024-01-01T00:00:00Z",
+        profile_complete=True,
+        email_known=True,
     )
     base.update(kw)
     return base
@@ -32,9 +43,16 @@ def user(uid, login, **kw):
 
 def repo(rid, name, status="ok", unavailable=()):
     return {
-        "requested": name, "repo_id": rid, "full_name": name, "status": status, "detail": None,
-        "unavailable_relations": list(unavailable), "relation_status": {}, "stargazer_count": 5,
-        "fork_count": 1, "watcher_count": 2,
+        "requested": name,
+        "repo_id": rid,
+        "full_name": name,
+        "status": status,
+        "detail": None,
+        "unavailable_relations": list(unavailable),
+        "relation_status": {},
+        "stargazer_count": 5,
+        "fork_count": 1,
+        "watcher_count": 2,
     }
 
 
@@ -54,7 +72,7 @@ def test_schema_is_idempotent(conn):
 
 def test_upserts_are_idempotent_and_merge_relations(conn):
     loader.apply_chunk(conn, "repos", [repo(1, "o/r", unavailable=["stargazers"])], T0)
-    loader.apply_chunk(conn, "users", [user(10, "zoë", name="Zoë 李 🚀", bio="line1\nline2, \"quoted\"")], T0)
+    loader.apply_chunk(conn, "users", [user(10, "zoë", name="Zoë 李 🚀", bio='line1\nline2, "quoted"')], T0)
     links = [
         {"repo_id": 1, "user_id": 10, "relation": "contributor", "contributions": 7},
         {"repo_id": 1, "user_id": 10, "relation": "forker", "forked_at": "2021-01-01T00:00:00Z"},
@@ -63,10 +81,10 @@ def test_upserts_are_idempotent_and_merge_relations(conn):
     # The same chunks again, and one relation again in a later chunk: nothing duplicates.
     loader.apply_chunk(conn, "links", [dict(x) for x in links], T1)
     loader.apply_chunk(conn, "links", [{"repo_id": 1, "user_id": 10, "relation": "watcher"}], T1)
-    loader.apply_chunk(conn, "users", [user(10, "zoë", name="Zoë 李 🚀", bio="line1\nline2, \"quoted\"")], T1)
-    assert rows(conn, "SELECT relations, contributions, first_seen_at < last_seen_at FROM github_repo_user") == [
-        (["contributor", "forker", "watcher"], 7, True)
-    ]
+    loader.apply_chunk(conn, "users", [user(10, "zoë", name="Zoë 李 🚀", bio='line1\nline2, "quoted"')], T1)
+    assert rows(
+        conn, "SELECT relations, contributions, first_seen_at < last_seen_at FROM github_repo_user"
+    ) == [(["contributor", "forker", "watcher"], 7, True)]
     assert rows(conn, "SELECT name, bio FROM github_user") == [("Zoë 李 🚀", 'line1\nline2, "quoted"')]
     assert rows(conn, "SELECT unavailable_relations FROM github_repository") == [(["stargazers"],)]
     assert loader.table_counts(conn)["github_repo_user"] == 1

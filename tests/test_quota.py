@@ -147,3 +147,11 @@ def test_reservation_ends_at_the_window_reset_and_is_capped_to_capacity(store):
     # Asking for more than the pool can ever hold is capped, not refused forever.
     store.release_reservation("next")
     assert store.reserve_budget(["a"], "core", 10_000, "huge", now=reset + 1).granted
+
+
+def test_a_reserve_above_the_limit_is_a_clear_error_not_a_wait(store):
+    from github_collector.errors import ConfigError
+
+    store.set_state("a", "core", QuotaState(8, 8, 0, int(time.time()) + 100))  # reserve is 10
+    with pytest.raises(ConfigError, match="reserve of 10"):
+        store.lease(["a"], "core")

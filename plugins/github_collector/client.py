@@ -213,17 +213,21 @@ class GitHubClient:
         self.stats.rejected_tokens.add(fp)
         log.error("%s", TokenRejected(fp))
 
-    def _lease(self, resource: str, cost: int, prefer: str | None = None, exclude: frozenset[str] = frozenset()):
+    def _lease(
+        self, resource: str, cost: int, prefer: str | None = None, exclude: frozenset[str] = frozenset()
+    ):
         """Lease a token, waiting briefly while all are busy or about to be usable again."""
         self.ensure_quota_records()
         busy_since = time.monotonic()
+        inline_waits = 0
         while True:
             try:
                 fps = [fp for fp in self.fingerprints if fp not in exclude] if exclude else self.fingerprints
                 lease = self.quota.lease(fps, resource, cost, prefer=prefer)
             except QuotaExhausted as exc:
                 wait = exc.reset_at - time.time()
-                if wait > self.max_inline_wait:
+                inline_waits += 1
+                if wait > self.max_inline_wait or inline_waits > 20:
                     raise
                 time.sleep(max(wait, 0) + 0.5)  # +0.5 s: reset headers are whole seconds
                 continue
@@ -303,7 +307,12 @@ class GitHubClient:
                 log.warning("secondary rate limit on token %s: keeping off it for %.0f s", fp, wait)
                 continue  # _lease sleeps (bounded) or raises QuotaExhausted for the caller to defer
             if status in (403, 429) and resp.headers.get("x-ratelimit-remaining") == "0":
-                continue  # primary exhaustion of this token: its record says so now
+                # Primary exhaustion of this token: its record says so now. If our clock runs
+                # ahead of GitHub's, the record's reset already looks past: keep off it anyway.
+                reset = float(resp.headers.get("x-ratelimit-reset") or 0)
+                if reset <= time.time():
+                    self.quota.cool_down(fp, time.time() + 5)
+                continue
             if status in TRANSIENT:
                 if resource == "graphql" and status in (502, 504):
                     self._spent(resource, cost)

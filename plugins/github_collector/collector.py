@@ -156,6 +156,14 @@ class Collector:
         self.page_size = max(1, min(MAX_PAGE, page_size))
         self.profile_is_fresh = profile_is_fresh
         self._profiled: set[int] = set()  # users this process already has a full profile of
+        self._last_spent = (client.stats.core_spent, client.stats.graphql_spent)
+
+    def _emit(self, step: Step) -> None:
+        """Hand a step to the sink with the quota the client really spent since the last one."""
+        spent = (self.client.stats.core_spent, self.client.stats.graphql_spent)
+        step.cost = {"core": spent[0] - self._last_spent[0], "graphql": spent[1] - self._last_spent[1]}
+        self.sink.write(step)
+        self._last_spent = spent
 
     # -- driver -------------------------------------------------------------------------------
     def run(self, state: dict) -> dict:
@@ -265,7 +273,7 @@ class Collector:
             # GitHub gave up on the query; it still cost quota. Ask for half as much next time.
             state["node_budget"] = max(MIN_NODE_BUDGET, state["node_budget"] // 2)
             log.warning("GraphQL query timed out; node budget now %s", state["node_budget"])
-            self.sink.write(Step(state=state, cost={"graphql": query.estimated_cost()}))
+            self._emit(Step(state=state))
             return
         data = resp.data or {}
         by_alias: dict[str, list[dict]] = {}
@@ -273,7 +281,7 @@ class Collector:
             path = err.get("path") or []
             if path:
                 by_alias.setdefault(str(path[0]), []).append(err)
-        step = Step(state=state, cost={"graphql": resp.cost})
+        step = Step(state=state)
         unexplained = [e for e in resp.errors if not e.get("path")]
         if unexplained and not data:
             raise GraphQLError(unexplained)
@@ -315,7 +323,7 @@ class Collector:
         state["pending_profiles"] = [p for p in state["pending_profiles"] if p[0] not in asked]
         if state["node_budget"] < DEFAULT_NODE_BUDGET and not resp.errors:
             state["node_budget"] = min(DEFAULT_NODE_BUDGET, state["node_budget"] * 2)
-        self.sink.write(step)
+        self._emit(step)
 
     def _apply_summary(self, repo: dict, node: dict) -> None:
         repo["repo_id"] = int(node["databaseId"])
@@ -445,7 +453,7 @@ class Collector:
         stream = repo["streams"]["contributors"]
         url = stream["cursor"] or f"/repos/{repo['full_name']}/contributors?per_page={self.page_size}"
         resp = self.client.rest(url)
-        step = Step(state=state, cost={"core": 0 if resp.not_modified else 1})
+        step = Step(state=state)
         if resp.status == 204:
             stream.update(done=True, status=REL_EMPTY)
         elif resp.status == 200 and isinstance(resp.data, list):
@@ -482,7 +490,7 @@ class Collector:
             stream.update(done=True, status=REL_UNAVAILABLE)
             repo["detail"] = f"contributors: HTTP {resp.status} {resp.message[:200]}"
         step.repos.append(repo_record(repo))
-        self.sink.write(step)
+        self._emit(step)
 
     def _queue_profiles(self, state: dict, recs: list[dict]) -> None:
         if not recs:

@@ -30,6 +30,7 @@ DDL = [
         status text NOT NULL,
         unavailable_relations text[] NOT NULL DEFAULT '{}',
         relation_status jsonb,
+        relation_state jsonb,
         stargazer_count integer,
         fork_count integer,
         watcher_count integer,
@@ -88,6 +89,8 @@ DDL = [
         finished_at timestamptz
     )""",
     "CREATE TABLE IF NOT EXISTS github_schema_version (version integer PRIMARY KEY)",
+    # Columns added after a table first shipped go here, so older installs catch up.
+    "ALTER TABLE github_repository ADD COLUMN IF NOT EXISTS relation_state jsonb",
 ]
 
 # How a staged kind becomes rows. ``record`` lists jsonb_to_record's columns.
@@ -136,12 +139,12 @@ ON CONFLICT (user_id) DO UPDATE SET
 
 UPSERT_REPOS = """
 INSERT INTO github_repository AS g (repo_id, full_name, status, unavailable_relations, relation_status,
-                                   stargazer_count, fork_count, watcher_count, fetched_at)
+                                   relation_state, stargazer_count, fork_count, watcher_count, fetched_at)
 SELECT DISTINCT ON (r.repo_id) r.repo_id, r.full_name, r.status, r.unavailable_relations, r.relation_status,
-       r.stargazer_count, r.fork_count, r.watcher_count, r.staged_at
+       r.relation_state, r.stargazer_count, r.fork_count, r.watcher_count, r.staged_at
 FROM _stage s, jsonb_to_record(s.doc) AS r(repo_id bigint, full_name text, status text,
-     unavailable_relations text[], relation_status jsonb, stargazer_count integer, fork_count integer,
-     watcher_count integer, staged_at timestamptz)
+     unavailable_relations text[], relation_status jsonb, relation_state jsonb, stargazer_count integer,
+     fork_count integer, watcher_count integer, staged_at timestamptz)
 WHERE r.repo_id IS NOT NULL
 ORDER BY r.repo_id, r.staged_at DESC
 ON CONFLICT (repo_id) DO UPDATE SET
@@ -149,6 +152,8 @@ ON CONFLICT (repo_id) DO UPDATE SET
     status = EXCLUDED.status,
     unavailable_relations = EXCLUDED.unavailable_relations,
     relation_status = EXCLUDED.relation_status,
+    -- relations this run did not touch keep their stored state
+    relation_state = COALESCE(g.relation_state, '{}'::jsonb) || COALESCE(EXCLUDED.relation_state, '{}'::jsonb),
     stargazer_count = EXCLUDED.stargazer_count,
     fork_count = EXCLUDED.fork_count,
     watcher_count = EXCLUDED.watcher_count,
@@ -249,6 +254,27 @@ def fresh_profiles(conn, user_ids: list[int], max_age_hours: float) -> set[int]:
         rows = cur.fetchall()
     conn.commit()
     return {int(r[0]) for r in rows}
+
+
+def previous_state(conn, requested: list[str]) -> dict[str, dict]:
+    """What the last runs stored about these repositories, for incremental collection."""
+    if not requested:
+        return {}
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT q.requested_name, q.status, g.relation_state FROM github_repo_request q "
+                "LEFT JOIN github_repository g ON g.repo_id = q.repo_id WHERE q.requested_name = ANY(%s)",
+                (list(requested),),
+            )
+            rows = cur.fetchall()
+        conn.commit()
+    except Exception as exc:  # first run: no tables yet
+        conn.rollback()
+        if "does not exist" in str(exc):
+            return {}
+        raise
+    return {name: {"status": status, "relation_state": state or {}} for name, status, state in rows}
 
 
 def record_run(

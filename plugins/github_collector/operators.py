@@ -56,6 +56,14 @@ class FetchBatchOperator(BaseOperator):
         self.postgres_conn_id = postgres_conn_id
 
     def execute(self, context: Any, event: Any = None) -> dict:
+        try:
+            return self._execute(context)
+        finally:
+            if getattr(self, "_pg_conn", None) is not None:
+                self._pg_conn.close()
+                self._pg_conn = None
+
+    def _execute(self, context: Any) -> dict:
         ti = context["ti"]
         index = ti.map_index if ti.map_index is not None and ti.map_index >= 0 else 0
         prefix = settings.key_prefix()
@@ -74,7 +82,8 @@ class FetchBatchOperator(BaseOperator):
         state = staging.load_state(index)
         resumed = state is not None
         if state is None:
-            state = new_batch_state(batch, plan["relations"])
+            previous = {} if plan.get("full_refresh") else self._previous(batch)
+            state = new_batch_state(batch, plan["relations"], previous, plan.get("full_refresh", False))
         self.log.info(
             "batch %s: %d repositories, %s",
             index,
@@ -111,6 +120,18 @@ class FetchBatchOperator(BaseOperator):
         self.log.info("batch %s done: %s", index, summary)
         return summary
 
+    def _pg(self):
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        if getattr(self, "_pg_conn", None) is None:
+            self._pg_conn = PostgresHook(postgres_conn_id=self.postgres_conn_id).get_conn()
+        return self._pg_conn
+
+    def _previous(self, batch: list[str]) -> dict[str, dict]:
+        from github_collector.loader import previous_state
+
+        return previous_state(self._pg(), batch)
+
     def _fresh_profiles(self, plan: dict):
         """Skip profile look-ups for users whose stored profile is recent, unless full_refresh."""
         if plan.get("full_refresh"):
@@ -120,14 +141,13 @@ class FetchBatchOperator(BaseOperator):
         max_age = settings.profile_max_age_hours()
 
         def check(user_ids: list[int]) -> set[int]:
-            from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-            if not hasattr(self, "_pg"):
-                self._pg = PostgresHook(postgres_conn_id=self.postgres_conn_id).get_conn()
+            conn = self._pg()
             try:
-                return fresh_profiles(self._pg, user_ids, max_age)
-            except Exception:  # no table yet on a first run: nothing is fresh
-                self._pg.rollback()
-                return set()
+                return fresh_profiles(conn, user_ids, max_age)
+            except Exception as exc:  # no table yet on a first run: nothing is fresh
+                conn.rollback()
+                if "does not exist" in str(exc):
+                    return set()
+                raise
 
         return check

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from github_collector.errors import NoUsableToken, QuotaExhausted
+from github_collector.errors import ConfigError, NoUsableToken, QuotaExhausted
 
 RESOURCES = ("core", "graphql")
 LEASE_TTL_MS = 120_000  # longer than any single request may take, shorter than a stuck worker matters
@@ -60,14 +60,20 @@ return 0
 
 # Lease the usable token with the most remaining quota. KEYS come in four groups of n:
 # quota, lease, cooldown, rejected. Returns {index} on success, {0, 'busy'} when every
-# usable token is leased, {-1, earliest_ready} when none has quota, {-2} when all rejected.
+# usable token is leased, {-1, earliest_ready} when none has quota, {-2} when all rejected,
+# {-3, limit} when no token's whole window can pay the cost above the reserve (a reserve
+# set at or above the token's limit would otherwise wait forever).
 _LEASE = """
 local n = tonumber(ARGV[6]); local now = tonumber(ARGV[1]); local cost = tonumber(ARGV[2])
 local reserve = tonumber(ARGV[3])
 local best = 0; local best_rem = -1; local busy = 0; local earliest = -1; local alive = 0
+local too_small = 0; local small_limit = -1
 local prefer = tonumber(ARGV[7])
 for i = 1, n do
-  if redis.call('EXISTS', KEYS[3*n + i]) == 0 then
+  local h0 = redis.call('HGET', KEYS[i], 'limit')
+  if h0 and tonumber(h0) - cost < reserve then
+    too_small = too_small + 1; small_limit = tonumber(h0)
+  elseif redis.call('EXISTS', KEYS[3*n + i]) == 0 then
     alive = alive + 1
     local cd = tonumber(redis.call('GET', KEYS[2*n + i]) or '0')
     if cd > now then
@@ -102,6 +108,7 @@ if best > 0 then
   redis.call('SET', KEYS[n + best], ARGV[4], 'PX', ARGV[5])
   return {best}
 end
+if alive == 0 and too_small > 0 then return {-3, tostring(small_limit)} end
 if alive == 0 then return {-2} end
 if busy == 1 then return {0, 'busy'} end
 return {-1, tostring(earliest)}
@@ -288,6 +295,11 @@ class QuotaStore:
             return None
         if code == -2:
             raise NoUsableToken("every configured GitHub token was rejected (401); fix the github connection")
+        if code == -3:
+            raise ConfigError(
+                f"the reserve of {self.reserve} units leaves nothing usable on tokens whose {resource} limit is "
+                f"{res[1]}; lower 'reserve' in the github connection's extra"
+            )
         earliest = float(res[1])
         raise QuotaExhausted(resource, earliest if earliest > 0 else now + 60)
 

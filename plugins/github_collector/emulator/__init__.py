@@ -1,10 +1,10 @@
 """Local emulator of the parts of GitHub's REST and GraphQL APIs the collector uses.
 
-    ds = build_dataset(DatasetSpec(seed=1, n_repos=20))
-    cfg = EmulatorConfig(tokens=[TokenConfig(name="t1", token="tok-abc", collaborator_repos=("*",))])
-    with EmulatorServer(ds, cfg) as srv:
-        ...  # srv.url, srv.stats(), srv.request_log(), srv.reset_quota(), srv.set_faults(...)
-    ds.truth(token_name="t1")  # what a correct collector must end up with
+ds = build_dataset(DatasetSpec(seed=1, n_repos=20))
+cfg = EmulatorConfig(tokens=[TokenConfig(name="t1", token="tok-abc", collaborator_repos=("*",))])
+with EmulatorServer(ds, cfg) as srv:
+    ...  # srv.url, srv.stats(), srv.request_log(), srv.reset_quota(), srv.set_faults(...)
+ds.truth(token_name="t1")  # what a correct collector must end up with
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m github_collector.emulator",
         description="Serve a synthetic GitHub REST + GraphQL API on a local port.",
         epilog=TOKEN_SYNTAX + "\nTokens from --token and EMULATOR_TOKENS are combined. Token values are "
-                              "never printed.",
+        "never printed.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--host", default="127.0.0.1")
@@ -40,23 +40,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = {k: v for k, v in (("seed", args.seed), ("n_repos", args.n_repos), ("n_users", args.n_users),
-                                   ("max_per_repo", args.max_per_repo)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (
+            ("seed", args.seed),
+            ("n_repos", args.n_repos),
+            ("n_users", args.n_users),
+            ("max_per_repo", args.max_per_repo),
+        )
+        if v is not None
+    }
     spec = dataclasses.replace(PRESETS[args.preset], **overrides)
     try:
         tokens = [parse_token_spec(t) for t in args.token]
         tokens += parse_token_list(os.environ.get("EMULATOR_TOKENS", ""))
-        config = EmulatorConfig(tokens=tokens, window_seconds=args.window_seconds,
-                                primary_limit_status=args.primary_status, fault_502_rate=args.fault_502_rate,
-                                latency_ms=args.latency_ms, graphql_timeout_nodes=args.graphql_timeout_nodes)
+        config = EmulatorConfig(
+            tokens=tokens,
+            window_seconds=args.window_seconds,
+            primary_limit_status=args.primary_status,
+            fault_502_rate=args.fault_502_rate,
+            latency_ms=args.latency_ms,
+            graphql_timeout_nodes=args.graphql_timeout_nodes,
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     ds = build_dataset(spec)
     server = EmulatorServer(ds, config, host=args.host, port=args.port).start()
     print(f"emulator listening on {server.url}", flush=True)
-    print(f"dataset: {len(ds.repo_names())} repos, ~{ds.n_persons} users; tokens: "
-          f"{', '.join(t.name for t in tokens) or 'none (unauthenticated only)'}", file=sys.stderr, flush=True)
+    print(
+        f"dataset: {len(ds.repo_names())} repos, ~{ds.n_persons} users; tokens: "
+        f"{', '.join(t.name for t in tokens) or 'none (unauthenticated only)'}",
+        file=sys.stderr,
+        flush=True,
+    )
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

@@ -46,9 +46,16 @@ def truth_json(truth: dict) -> dict:
     return {
         "repos": truth["repos"],
         "users": {str(k): v for k, v in truth["users"].items()},
-        "repo_users": [{"repo_id": r, "user_id": u, "relations": sorted(e["relations"]),
-                        "contributions": e["contributions"], "starred_at": e["starred_at"]}
-                       for (r, u), e in sorted(truth["repo_users"].items())],
+        "repo_users": [
+            {
+                "repo_id": r,
+                "user_id": u,
+                "relations": sorted(e["relations"]),
+                "contributions": e["contributions"],
+                "starred_at": e["starred_at"],
+            }
+            for (r, u), e in sorted(truth["repo_users"].items())
+        ],
     }
 
 
@@ -118,10 +125,13 @@ class EmulatorApp:
         with self._rng_lock:
             self._request_seq += 1
             n = self._request_seq
-        return f"E{n % 0xFFFF:04X}:{n:05X}:{(n * 2654435761) % 0xFFFFFF:06X}:{n * 7:06X}:{int(time.time()):08X}"
+        return (
+            f"E{n % 0xFFFF:04X}:{n:05X}:{(n * 2654435761) % 0xFFFFFF:06X}:{n * 7:06X}:{int(time.time()):08X}"
+        )
 
-    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes = b"",
-               host: str = "127.0.0.1") -> Response:
+    def handle(
+        self, method: str, target: str, headers: dict[str, str], body: bytes = b"", host: str = "127.0.0.1"
+    ) -> Response:
         """headers: lower-case names. host: the Host the client used (for link and location)."""
         parts = urlsplit(target)
         path = parts.path or "/"
@@ -139,29 +149,45 @@ class EmulatorApp:
         logged_query = [(k, "REDACTED" if k.lower() in SECRET_PARAMS else v) for k, v in query]
         log_path = path + (f"?{urlencode(logged_query)}" if query else "")
 
-        def finish(result_status: int, payload: object, window: Window, cost: int = 0,
-                   extra: dict[str, str] | None = None, fault: bool = False,
-                   who: TokenState | None = state) -> Response:
+        def finish(
+            result_status: int,
+            payload: object,
+            window: Window,
+            cost: int = 0,
+            extra: dict[str, str] | None = None,
+            fault: bool = False,
+            who: TokenState | None = state,
+        ) -> Response:
             resp = Response(result_status, body=b"" if payload is None else _json(payload))
-            resp.headers.update({
-                "content-type": "application/json; charset=utf-8",
-                "x-github-api-version-selected": API_VERSION,
-                "x-ratelimit-limit": str(window.limit),
-                "x-ratelimit-remaining": str(window.remaining),
-                "x-ratelimit-reset": str(window.reset),
-                "x-ratelimit-used": str(window.used),
-                "x-ratelimit-resource": resource,
-                "x-github-request-id": request_id,
-                **(extra or {}),
-            })
+            resp.headers.update(
+                {
+                    "content-type": "application/json; charset=utf-8",
+                    "x-github-api-version-selected": API_VERSION,
+                    "x-ratelimit-limit": str(window.limit),
+                    "x-ratelimit-remaining": str(window.remaining),
+                    "x-ratelimit-reset": str(window.reset),
+                    "x-ratelimit-used": str(window.used),
+                    "x-ratelimit-resource": resource,
+                    "x-github-request-id": request_id,
+                    **(extra or {}),
+                }
+            )
             self.acc.record(who, method, log_path, result_status, resource, cost, fault)
             return resp
 
         if not ok:
             # unknown or revoked token: GitHub reports the unauthenticated budget
             anon = self.acc.snapshot(self.acc.anonymous, "core")
-            return finish(401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest",
-                                "status": "401"}, anon, who=state)
+            return finish(
+                401,
+                {
+                    "message": "Bad credentials",
+                    "documentation_url": "https://docs.github.com/rest",
+                    "status": "401",
+                },
+                anon,
+                who=state,
+            )
         assert state is not None
         cfg = self.config
         with self._rng_lock:
@@ -181,28 +207,43 @@ class EmulatorApp:
         finally:
             self.acc.leave(state)
 
-    def _secondary(self, finish, state: TokenState, resource: str, retry_after: int, request_id: str) -> Response:
-        return finish(self.config.secondary_status, {
-            "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try "
-                       "again. If you reach out to GitHub Support for help, please include the request ID "
-                       f"{request_id}.",
-            "documentation_url": "https://docs.github.com/free-pro-team@latest/rest/overview/"
-                                 "rate-limits-for-the-rest-api#about-secondary-rate-limits",
-            "status": str(self.config.secondary_status),
-        }, self.acc.snapshot(state, resource), extra={"retry-after": str(retry_after)})
+    def _secondary(
+        self, finish, state: TokenState, resource: str, retry_after: int, request_id: str
+    ) -> Response:
+        return finish(
+            self.config.secondary_status,
+            {
+                "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try "
+                "again. If you reach out to GitHub Support for help, please include the request ID "
+                f"{request_id}.",
+                "documentation_url": "https://docs.github.com/free-pro-team@latest/rest/overview/"
+                "rate-limits-for-the-rest-api#about-secondary-rate-limits",
+                "status": str(self.config.secondary_status),
+            },
+            self.acc.snapshot(state, resource),
+            extra={"retry-after": str(retry_after)},
+        )
 
     def _primary_exceeded(self, finish, state: TokenState, window: Window, request_id: str) -> Response:
         if state.name is None:
-            who = ("127.0.0.1. (But here's the good news: Authenticated requests get a higher rate limit. "
-                   "Check out the documentation for more details.)")
+            who = (
+                "127.0.0.1. (But here's the good news: Authenticated requests get a higher rate limit. "
+                "Check out the documentation for more details.)"
+            )
         else:
             who = f"user ID {self.ds.viewer_id(state.name)}."
         status = self.config.primary_limit_status
-        return finish(status, {
-            "message": f"API rate limit exceeded for {who} If you reach out to GitHub Support for help, "
-                       f"please include the request ID {request_id} and timestamp "
-                       f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}.",
-            "documentation_url": RATE_DOCS, "status": str(status)}, window)
+        return finish(
+            status,
+            {
+                "message": f"API rate limit exceeded for {who} If you reach out to GitHub Support for help, "
+                f"please include the request ID {request_id} and timestamp "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}.",
+                "documentation_url": RATE_DOCS,
+                "status": str(status),
+            },
+            window,
+        )
 
     def _graphql(self, method: str, state: TokenState, body: bytes, request_id: str, finish) -> Response:
         if method != "POST":
@@ -213,8 +254,17 @@ class EmulatorApp:
         result = self.graphql.handle(state, body, request_id)
         return finish(result.status, result.payload, result.window, result.cost)
 
-    def _rest(self, method: str, path: str, query: list, headers: dict[str, str], host: str,
-              state: TokenState, request_id: str, finish) -> Response:
+    def _rest(
+        self,
+        method: str,
+        path: str,
+        query: list,
+        headers: dict[str, str],
+        host: str,
+        state: TokenState,
+        request_id: str,
+        finish,
+    ) -> Response:
         if method not in ("GET", "HEAD"):
             return finish(404, not_found().body, self.acc.snapshot(state, "core"))
         fam, free = family(path)

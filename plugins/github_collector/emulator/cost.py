@@ -61,8 +61,12 @@ def _operation(document: DocumentNode, operation_name: str | None) -> OperationD
     return ops[0] if len(ops) == 1 else None
 
 
-def analyze(document: DocumentNode | str, schema: GraphQLSchema, variables: dict | None = None,
-            operation_name: str | None = None) -> Analysis:
+def analyze(
+    document: DocumentNode | str,
+    schema: GraphQLSchema,
+    variables: dict | None = None,
+    operation_name: str | None = None,
+) -> Analysis:
     if isinstance(document, str):
         document = parse(document)
     result = Analysis()
@@ -141,40 +145,67 @@ def analyze(document: DocumentNode | str, schema: GraphQLSchema, variables: dict
             result.node_count += use.multiplier * (n if isinstance(n, int) and n > 0 else 0)
     result.cost = max(1, (requests + 50) // 100)  # integer round half up
     if result.node_count > MAX_NODES and not result.errors:
-        result.errors.append({
-            "type": "MAX_NODE_LIMIT_EXCEEDED",
-            "message": f"This query requests up to {result.node_count:,} possible nodes which exceeds "
-                       f"the maximum limit of {MAX_NODES:,}.",
-        })
+        result.errors.append(
+            {
+                "type": "MAX_NODE_LIMIT_EXCEEDED",
+                "message": f"This query requests up to {result.node_count:,} possible nodes which exceeds "
+                f"the maximum limit of {MAX_NODES:,}.",
+            }
+        )
     return result
 
 
 def _check_pagination(use: ConnectionUse, errors: list[dict]) -> None:
     where = {"path": use.path}
     if use.first is not None and use.last is not None:
-        errors.append({"type": "INVALID_PAGINATION", **where, "message":
-                       f"Passing both `first` and `last` to paginate the `{use.field}` connection "
-                       "is not supported."})
+        errors.append(
+            {
+                "type": "INVALID_PAGINATION",
+                **where,
+                "message": f"Passing both `first` and `last` to paginate the `{use.field}` connection "
+                "is not supported.",
+            }
+        )
         return
     for arg_name, n in (("first", use.first), ("last", use.last)):
         if n is None:
             continue
         if not isinstance(n, int) or n < 1:
-            errors.append({"type": "INVALID_PAGINATION", **where, "message":
-                           f"`{arg_name}` on the `{use.field}` connection must be between 1 and "
-                           f"{MAX_PAGE}, got {n}."})
+            errors.append(
+                {
+                    "type": "INVALID_PAGINATION",
+                    **where,
+                    "message": f"`{arg_name}` on the `{use.field}` connection must be between 1 and "
+                    f"{MAX_PAGE}, got {n}.",
+                }
+            )
         elif n > MAX_PAGE:
-            errors.append({"type": "EXCESSIVE_PAGINATION", **where, "message":
-                           f"Requesting {n} records on the `{use.field}` connection exceeds the "
-                           f"`{arg_name}` limit of {MAX_PAGE} records."})
+            errors.append(
+                {
+                    "type": "EXCESSIVE_PAGINATION",
+                    **where,
+                    "message": f"Requesting {n} records on the `{use.field}` connection exceeds the "
+                    f"`{arg_name}` limit of {MAX_PAGE} records.",
+                }
+            )
     if use.selects_items and use.first is None and use.last is None:
-        errors.append({"type": "MISSING_PAGINATION_BOUNDARIES", **where, "message":
-                       f"You must provide a `first` or `last` value to properly paginate the "
-                       f"`{use.field}` connection."})
+        errors.append(
+            {
+                "type": "MISSING_PAGINATION_BOUNDARIES",
+                **where,
+                "message": f"You must provide a `first` or `last` value to properly paginate the "
+                f"`{use.field}` connection.",
+            }
+        )
 
 
-def query_cost(document: DocumentNode | str, variables: dict | None = None, *,
-               schema: GraphQLSchema | None = None, operation_name: str | None = None) -> tuple[int, int]:
+def query_cost(
+    document: DocumentNode | str,
+    variables: dict | None = None,
+    *,
+    schema: GraphQLSchema | None = None,
+    operation_name: str | None = None,
+) -> tuple[int, int]:
     """(cost, node_count) of a query against the emulator's schema (or another one)."""
     if schema is None:
         schema = load_schema()

@@ -73,8 +73,9 @@ def _format_error(err: GraphQLError) -> dict:
 
 
 # ---------------------------------------------------------------------- connections
-def paginate(keys: list, *, first: int | None, last: int | None, after: tuple | None,
-             before: tuple | None, desc: bool) -> tuple[list[int], bool, bool]:
+def paginate(
+    keys: list, *, first: int | None, last: int | None, after: tuple | None, before: tuple | None, desc: bool
+) -> tuple[list[int], bool, bool]:
     """Relay pagination over ascending sort keys. Returns (indices into keys in output order,
     has_previous_page, has_next_page). Cursors are keys, so pages are stable under inserts."""
     n = len(keys)
@@ -112,9 +113,16 @@ def _cursor_arg(value: str | None) -> tuple | None:
     return key
 
 
-def _connection(keys: list, make_node: Callable[[int], dict], args: dict, *, desc: bool = False,
-                total: int | None = None, hidden: bool = False,
-                edge_extra: Callable[[int], dict] | None = None) -> dict:
+def _connection(
+    keys: list,
+    make_node: Callable[[int], dict],
+    args: dict,
+    *,
+    desc: bool = False,
+    total: int | None = None,
+    hidden: bool = False,
+    edge_extra: Callable[[int], dict] | None = None,
+) -> dict:
     """Build a connection object. ``hidden``: the caller may not list these items (GitHub then
     answers with no edges but the real totalCount)."""
     empty_info = {"hasNextPage": False, "hasPreviousPage": False, "startCursor": None, "endCursor": None}
@@ -123,8 +131,13 @@ def _connection(keys: list, make_node: Callable[[int], dict], args: dict, *, des
         return {"totalCount": total, "pageInfo": empty_info, "edges": [], "nodes": []}
     try:
         idx, has_prev, has_next = paginate(
-            keys, first=args.get("first"), last=args.get("last"),
-            after=_cursor_arg(args.get("after")), before=_cursor_arg(args.get("before")), desc=desc)
+            keys,
+            first=args.get("first"),
+            last=args.get("last"),
+            after=_cursor_arg(args.get("after")),
+            before=_cursor_arg(args.get("before")),
+            desc=desc,
+        )
     except TypeError:  # a cursor from another ordering
         raise _error("INVALID_CURSOR_ARGUMENTS", "The cursor does not belong to this ordering.") from None
     cache: dict[int, dict] = {}
@@ -135,14 +148,23 @@ def _connection(keys: list, make_node: Callable[[int], dict], args: dict, *, des
         return cache[i]
 
     def edges(info) -> list[dict]:
-        return [{"cursor": encode_cursor(keys[i]), "node": node(i), **(edge_extra(i) if edge_extra else {})}
-                for i in idx]
+        return [
+            {"cursor": encode_cursor(keys[i]), "node": node(i), **(edge_extra(i) if edge_extra else {})}
+            for i in idx
+        ]
 
-    page_info = {"hasNextPage": has_next, "hasPreviousPage": has_prev,
-                 "startCursor": encode_cursor(keys[idx[0]]) if idx else None,
-                 "endCursor": encode_cursor(keys[idx[-1]]) if idx else None}
-    return {"totalCount": total, "pageInfo": page_info, "edges": edges,
-            "nodes": lambda info: [node(i) for i in idx]}
+    page_info = {
+        "hasNextPage": has_next,
+        "hasPreviousPage": has_prev,
+        "startCursor": encode_cursor(keys[idx[0]]) if idx else None,
+        "endCursor": encode_cursor(keys[idx[-1]]) if idx else None,
+    }
+    return {
+        "totalCount": total,
+        "pageInfo": page_info,
+        "edges": edges,
+        "nodes": lambda info: [node(i) for i in idx],
+    }
 
 
 _REPO_ORDER = {
@@ -167,8 +189,9 @@ class Resolver:
         keyf = _REPO_ORDER[order["field"]]
         pairs = sorted(((keyf(r), r.id), r) for r in repos)
         keys = [k for k, _ in pairs]
-        return _connection(keys, lambda i: self.repo(pairs[i][1]), args,
-                           desc=order["direction"] == "DESC", total=total)
+        return _connection(
+            keys, lambda i: self.repo(pairs[i][1]), args, desc=order["direction"] == "DESC", total=total
+        )
 
     def account(self, uid: int) -> dict:
         ds = self.ds
@@ -210,13 +233,15 @@ class Resolver:
             total = None if filtered else max(prof()["public_repos"], len(repos))
             return self._repo_connection(repos, args, total)
 
-        obj.update({
-            "name": pf("name"),
-            "location": pf("location"),
-            "twitterUsername": pf("twitter_username"),
-            "websiteUrl": pf("blog", lambda v: v or None),
-            "repositories": repositories,
-        })
+        obj.update(
+            {
+                "name": pf("name"),
+                "location": pf("location"),
+                "twitterUsername": pf("twitter_username"),
+                "websiteUrl": pf("blog", lambda v: v or None),
+                "repositories": repositories,
+            }
+        )
         if typename == "Organization":
             obj.update({"description": pf("bio"), "email": pf("email"), "isVerified": False})
             return obj
@@ -224,19 +249,26 @@ class Resolver:
         def count(key: str) -> Callable:
             return lambda info, **args: {
                 "totalCount": prof()[key],
-                "pageInfo": {"hasNextPage": False, "hasPreviousPage": False, "startCursor": None,
-                             "endCursor": None}}
+                "pageInfo": {
+                    "hasNextPage": False,
+                    "hasPreviousPage": False,
+                    "startCursor": None,
+                    "endCursor": None,
+                },
+            }
 
-        obj.update({
-            "company": pf("company"),
-            "email": pf("email", lambda v: v or ""),  # String! on GitHub: "" when not public
-            "bio": pf("bio"),
-            "isHireable": pf("hireable", bool),
-            "isSiteAdmin": pf("site_admin", bool),
-            "followers": count("followers"),
-            "following": count("following"),
-            "gists": count("public_gists"),
-        })
+        obj.update(
+            {
+                "company": pf("company"),
+                "email": pf("email", lambda v: v or ""),  # String! on GitHub: "" when not public
+                "bio": pf("bio"),
+                "isHireable": pf("hireable", bool),
+                "isSiteAdmin": pf("site_admin", bool),
+                "followers": count("followers"),
+                "following": count("following"),
+                "gists": count("public_gists"),
+            }
+        )
         return obj
 
     def repo(self, repo: Repo) -> dict:
@@ -256,8 +288,14 @@ class Resolver:
         def stargazers(info, **args) -> dict:
             keys = repo.stars
             desc = (args.get("orderBy") or {}).get("direction") == "DESC"
-            return _connection(keys, lambda i: self.account(keys[i][1]), args, desc=desc,
-                               hidden="stargazers" in hidden, edge_extra=lambda i: {"starredAt": iso(keys[i][0])})
+            return _connection(
+                keys,
+                lambda i: self.account(keys[i][1]),
+                args,
+                desc=desc,
+                hidden="stargazers" in hidden,
+                edge_extra=lambda i: {"starredAt": iso(keys[i][0])},
+            )
 
         def watchers(info, **args) -> dict:
             keys = repo.watchers
@@ -317,7 +355,9 @@ class Resolver:
         def repository(info, owner: str, name: str, followRenames: bool = True) -> dict | None:
             repo, _ = ds.lookup(owner, name, follow_renames=followRenames)
             if repo is None:
-                raise _error("NOT_FOUND", f"Could not resolve to a Repository with the name '{owner}/{name}'.")
+                raise _error(
+                    "NOT_FOUND", f"Could not resolve to a Repository with the name '{owner}/{name}'."
+                )
             if repo.kind == "blocked":
                 raise _error("FORBIDDEN", "Repository access blocked")
             return self.repo(repo)
@@ -327,15 +367,20 @@ class Resolver:
                 uid = ds.user_id(login)
                 if uid is None or ds.user_type(uid) != kind:
                     what = "User" if kind == "User" else "Organization"
-                    raise _error("NOT_FOUND", f"Could not resolve to a{'n' * (what[0] == 'O')} {what} "
-                                              f"with the login of '{login}'.")
+                    raise _error(
+                        "NOT_FOUND",
+                        f"Could not resolve to a{'n' * (what[0] == 'O')} {what} with the login of '{login}'.",
+                    )
                 return self.account(uid)
+
             return resolve
 
         def nodes(info, ids: list[str]) -> list[dict | None]:
             if len(ids) > MAX_IDS:
-                raise _error("EXCESSIVE_PAGINATION",
-                             f"You may not request more than {MAX_IDS} ids at once, but requested {len(ids)}.")
+                raise _error(
+                    "EXCESSIVE_PAGINATION",
+                    f"You may not request more than {MAX_IDS} ids at once, but requested {len(ids)}.",
+                )
             out: list[dict | None] = []
             base = info.path.as_list()
             for i, value in enumerate(ids):
@@ -343,17 +388,33 @@ class Resolver:
                     out.append(self.node(value))
                 except GraphQLError as err:
                     out.append(None)
-                    ctx.errors.append({"type": err.extensions["type"], "path": [*base, i],
-                                       "locations": [{"line": n.loc.source.get_location(n.loc.start).line,
-                                                      "column": n.loc.source.get_location(n.loc.start).column}
-                                                     for n in info.field_nodes if n.loc],
-                                       "message": err.message})
+                    ctx.errors.append(
+                        {
+                            "type": err.extensions["type"],
+                            "path": [*base, i],
+                            "locations": [
+                                {
+                                    "line": n.loc.source.get_location(n.loc.start).line,
+                                    "column": n.loc.source.get_location(n.loc.start).column,
+                                }
+                                for n in info.field_nodes
+                                if n.loc
+                            ],
+                            "message": err.message,
+                        }
+                    )
             return out
 
         def rate_limit(info, dryRun: bool = False) -> dict:
             w = ctx.window
-            return {"cost": ctx.cost, "limit": w.limit, "nodeCount": ctx.node_count,
-                    "remaining": w.remaining, "resetAt": iso(w.reset), "used": w.used}
+            return {
+                "cost": ctx.cost,
+                "limit": w.limit,
+                "nodeCount": ctx.node_count,
+                "remaining": w.remaining,
+                "resetAt": iso(w.reset),
+                "used": w.used,
+            }
 
         return {
             "repository": repository,
@@ -376,9 +437,13 @@ def _only_rate_limit(document, operation_name: str | None):
     definitions = []
     for definition in document.definitions:
         if isinstance(definition, OperationDefinitionNode) and (
-                operation_name is None or (definition.name and definition.name.value == operation_name)):
-            kept = tuple(s for s in definition.selection_set.selections
-                         if isinstance(s, FieldNode) and s.name.value in ("rateLimit", "__typename"))
+            operation_name is None or (definition.name and definition.name.value == operation_name)
+        ):
+            kept = tuple(
+                s
+                for s in definition.selection_set.selections
+                if isinstance(s, FieldNode) and s.name.value in ("rateLimit", "__typename")
+            )
             definition = replace(definition, selection_set=replace(definition.selection_set, selections=kept))
         definitions.append(definition)
     return replace(document, definitions=tuple(definitions))
@@ -394,10 +459,16 @@ class GraphQLApi:
     def handle(self, state: TokenState, body: bytes, request_id: str) -> GraphQLResult:
         acc = self.acc
         if state.name is None:
-            return GraphQLResult(401, {"message": "This endpoint requires you to be authenticated.",
-                                       "documentation_url": f"{DOCS}/guides/forming-calls-with-graphql"
-                                                            "#authenticating-with-graphql",
-                                       "status": "401"}, acc.snapshot(state, "graphql"))
+            return GraphQLResult(
+                401,
+                {
+                    "message": "This endpoint requires you to be authenticated.",
+                    "documentation_url": f"{DOCS}/guides/forming-calls-with-graphql"
+                    "#authenticating-with-graphql",
+                    "status": "401",
+                },
+                acc.snapshot(state, "graphql"),
+            )
         window = acc.snapshot(state, "graphql")
 
         def refuse(errors: list[dict], data_null: bool = False) -> GraphQLResult:
@@ -407,8 +478,11 @@ class GraphQLApi:
         try:
             request = json.loads(body or b"{}")
         except ValueError:
-            return GraphQLResult(400, {"message": "Problems parsing JSON",
-                                       "documentation_url": f"{DOCS}", "status": "400"}, window)
+            return GraphQLResult(
+                400,
+                {"message": "Problems parsing JSON", "documentation_url": f"{DOCS}", "status": "400"},
+                window,
+            )
         if not isinstance(request, dict) or not isinstance(request.get("query"), str):
             return refuse([{"message": "A query attribute must be specified and must be a string."}])
         variables = request.get("variables") or {}
@@ -427,14 +501,19 @@ class GraphQLApi:
             return refuse(analysis.errors, data_null=True)
         scopes = state.config.scopes if state.config else ()
         if analysis.user_email and not any(s in scopes for s in EMAIL_SCOPES):
-            return refuse([{
-                "type": "INSUFFICIENT_SCOPES",
-                "locations": [],
-                "message": "Your token has not been granted the required scopes to execute this query. "
-                           "The 'email' field requires one of the following scopes: ['user:email', "
-                           f"'read:user'], but your token has only been granted the: {list(scopes)} "
-                           "scopes. Please modify your token's scopes at: https://github.com/settings/tokens.",
-            }], data_null=True)
+            return refuse(
+                [
+                    {
+                        "type": "INSUFFICIENT_SCOPES",
+                        "locations": [],
+                        "message": "Your token has not been granted the required scopes to execute this query. "
+                        "The 'email' field requires one of the following scopes: ['user:email', "
+                        f"'read:user'], but your token has only been granted the: {list(scopes)} "
+                        "scopes. Please modify your token's scopes at: https://github.com/settings/tokens.",
+                    }
+                ],
+                data_null=True,
+            )
 
         ctx = _Ctx(self.ds, state, cost=analysis.cost, node_count=analysis.node_count, window=window)
         if analysis.dry_run:
@@ -443,22 +522,47 @@ class GraphQLApi:
             charged, ctx.window = acc.try_charge(state, "graphql", analysis.cost)
             if not charged:
                 uid = self.ds.viewer_id(state.name)
-                return GraphQLResult(200, {"errors": [{
-                    "type": "RATE_LIMITED",
-                    "message": f"API rate limit already exceeded for user ID {uid}.",
-                }]}, ctx.window)
+                return GraphQLResult(
+                    200,
+                    {
+                        "errors": [
+                            {
+                                "type": "RATE_LIMITED",
+                                "message": f"API rate limit already exceeded for user ID {uid}.",
+                            }
+                        ]
+                    },
+                    ctx.window,
+                )
             timeout = self.config.graphql_timeout_nodes
             if timeout is not None and analysis.node_count > timeout:
                 # GitHub: queries running over 10 s fail with 502/504 and are still charged
-                return GraphQLResult(502, {"data": None, "errors": [{
-                    "message": "Something went wrong while executing your query. This may be the result "
-                               "of a timeout, or it could be a GitHub bug. Please include "
-                               f"`{request_id}` when reporting this issue."}]}, ctx.window, analysis.cost)
+                return GraphQLResult(
+                    502,
+                    {
+                        "data": None,
+                        "errors": [
+                            {
+                                "message": "Something went wrong while executing your query. This may be the result "
+                                "of a timeout, or it could be a GitHub bug. Please include "
+                                f"`{request_id}` when reporting this issue."
+                            }
+                        ],
+                    },
+                    ctx.window,
+                    analysis.cost,
+                )
 
         with self.ds.lock:
-            result = execute(self.schema, document, root_value=Resolver(ctx).root(), context_value=ctx,
-                             variable_values=variables, operation_name=operation_name,
-                             type_resolver=_type_resolver)
+            result = execute(
+                self.schema,
+                document,
+                root_value=Resolver(ctx).root(),
+                context_value=ctx,
+                variable_values=variables,
+                operation_name=operation_name,
+                type_resolver=_type_resolver,
+            )
         payload: dict = {"data": result.data}
         errors_out = [_format_error(e) for e in result.errors or ()] + ctx.errors
         if errors_out:

@@ -103,13 +103,19 @@ class RestApi:
             m = _USER_PATH.match(path)
             if m:
                 uid = self.ds.user_id(unquote(m.group(1)))
-                return RestResult(200, full_user(self.ds, uid)) if uid else not_found(
-                    f"{DOCS}/users/users#get-a-user")
+                return (
+                    RestResult(200, full_user(self.ds, uid))
+                    if uid
+                    else not_found(f"{DOCS}/users/users#get-a-user")
+                )
             m = _USER_ID_PATH.match(path)
             if m:
                 uid = int(m.group(1))
-                return RestResult(200, full_user(self.ds, uid)) if self.ds.user_type(uid) else not_found(
-                    f"{DOCS}/users/users#get-a-user-using-their-id")
+                return (
+                    RestResult(200, full_user(self.ds, uid))
+                    if self.ds.user_type(uid)
+                    else not_found(f"{DOCS}/users/users#get-a-user-using-their-id")
+                )
         return not_found()
 
     def _rate_limit(self, state: TokenState) -> RestResult:
@@ -120,8 +126,9 @@ class RestApi:
         return RestResult(200, {"resources": resources})
 
     # ------------------------------------------------------------------ repositories
-    def _repo(self, req: RestRequest, state: TokenState, repo: Repo | None, moved: bool,
-              sub: str | None) -> RestResult:
+    def _repo(
+        self, req: RestRequest, state: TokenState, repo: Repo | None, moved: bool, sub: str | None
+    ) -> RestResult:
         if repo is None or (sub is not None and sub not in SUB_RESOURCES):
             return not_found(f"{DOCS}/repos/repos#get-a-repository")
         if moved:
@@ -129,13 +136,23 @@ class RestApi:
             location = f"{req.base_url}/repositories/{repo.id}" + (f"/{sub}" if sub else "")
             if req.query:
                 location += "?" + urlencode(req.query)
-            result = error(301, "Moved Permanently", "https://docs.github.com/v3/#http-redirects", url=location)
+            result = error(
+                301, "Moved Permanently", "https://docs.github.com/v3/#http-redirects", url=location
+            )
             result.headers["location"] = location
             return result
         if repo.kind == "blocked":
-            return RestResult(451, {"message": "Repository access blocked", "block": {
-                "reason": "dmca", "created_at": iso(repo.updated_at),
-                "html_url": f"https://github.com/github/dmca/blob/master/2025/{repo.id}.md"}})
+            return RestResult(
+                451,
+                {
+                    "message": "Repository access blocked",
+                    "block": {
+                        "reason": "dmca",
+                        "created_at": iso(repo.updated_at),
+                        "html_url": f"https://github.com/github/dmca/blob/master/2025/{repo.id}.md",
+                    },
+                },
+            )
         if sub is None:
             return RestResult(200, repo_json(self.ds, repo, detail=True))
         if sub == "contributors":
@@ -184,16 +201,21 @@ class RestApi:
         if repo.kind == "empty":
             return RestResult(204)
         if repo.kind == "too_large":
-            return error(403, "The history or contributor list is too large to list contributors for this "
-                              "repository via the API.",
-                         f"{DOCS}/repos/repos#list-repository-contributors")
+            return error(
+                403,
+                "The history or contributor list is too large to list contributors for this "
+                "repository via the API.",
+                f"{DOCS}/repos/repos#list-repository-contributors",
+            )
         anon = (req.param("anon") or "").lower() in ("1", "true")
         # entries: (contributions, tie-break, kind, payload)
         entries: list[tuple] = [(n, uid, "user", uid) for uid, n in ds.linked_contributors(repo)]
         if anon:
             # GitHub links only the top 500 authors; the rest appear as anonymous entries
-            entries += [(n, uid, "unlinked", uid) for uid, n in repo.contributors[len(entries):]]
-            entries += [(n, 10**12 + i, "anon", (email, name)) for i, (n, email, name) in enumerate(repo.anonymous)]
+            entries += [(n, uid, "unlinked", uid) for uid, n in repo.contributors[len(entries) :]]
+            entries += [
+                (n, 10**12 + i, "anon", (email, name)) for i, (n, email, name) in enumerate(repo.anonymous)
+            ]
             entries.sort(key=lambda e: (-e[0], e[1]))
 
         def build(start: int, end: int) -> list[dict]:
@@ -204,10 +226,18 @@ class RestApi:
                 elif kind == "unlinked":
                     login = ds.login(payload)
                     name = ds.profile(payload)["name"] or login
-                    out.append({"email": f"{payload}+{login}@users.noreply.github.com", "name": name,
-                                "type": "Anonymous", "contributions": n})
+                    out.append(
+                        {
+                            "email": f"{payload}+{login}@users.noreply.github.com",
+                            "name": name,
+                            "type": "Anonymous",
+                            "contributions": n,
+                        }
+                    )
                 else:
-                    out.append({"email": payload[0], "name": payload[1], "type": "Anonymous", "contributions": n})
+                    out.append(
+                        {"email": payload[0], "name": payload[1], "type": "Anonymous", "contributions": n}
+                    )
             return out
 
         return self._listing(req, len(entries), build)
@@ -233,21 +263,29 @@ class RestApi:
             if repo.restriction == "404":
                 return not_found(f"{DOCS}/activity/starring#list-stargazers")
             if repo.restriction == "403":
-                return error(403, "Must have admin rights to Repository.",
-                             f"{DOCS}/activity/starring#list-stargazers")
+                return error(
+                    403, "Must have admin rights to Repository.", f"{DOCS}/activity/starring#list-stargazers"
+                )
             return RestResult(200, [])
         if sub == "subscribers":
             users = [uid for _, uid in repo.watchers]
             return self._listing(req, len(users), lambda s, e: [simple_user(ds, u) for u in users[s:e]])
         if _int(req.param("page"), 1) > STARGAZER_PAGE_LIMIT:
-            return error(422, "In order to keep the API fast for everyone, pagination is limited for this "
-                              "resource. Check the rel=last link relation in the Link response header to see "
-                              "how far back you can traverse.", "https://docs.github.com/v3/#pagination")
+            return error(
+                422,
+                "In order to keep the API fast for everyone, pagination is limited for this "
+                "resource. Check the rel=last link relation in the Link response header to see "
+                "how far back you can traverse.",
+                "https://docs.github.com/v3/#pagination",
+            )
         stars = repo.stars
         if STAR_MEDIA_TYPE in req.headers.get("accept", ""):
+
             def build(s: int, e: int) -> list[dict]:
                 return [{"starred_at": iso(t), "user": simple_user(ds, u)} for t, u in stars[s:e]]
         else:
+
             def build(s: int, e: int) -> list[dict]:
                 return [simple_user(ds, u) for _, u in stars[s:e]]
+
         return self._listing(req, len(stars), build, max_page=STARGAZER_PAGE_LIMIT)

@@ -27,8 +27,11 @@ class _Handler(BaseHTTPRequestHandler):
             resp = server.app.handle(self.command, self.path, headers, body, host=host)
         except Exception:  # answer like GitHub's 500 instead of dropping the connection
             traceback.print_exc()
-            resp = Response(500, {"content-type": "application/json; charset=utf-8"},
-                            b'{"message":"Server Error","status":"500"}')
+            resp = Response(
+                500,
+                {"content-type": "application/json; charset=utf-8"},
+                b'{"message":"Server Error","status":"500"}',
+            )
         no_body = self.command == "HEAD" or resp.status in (204, 304)
         self.send_response(resp.status)
         for name, value in resp.headers.items():
@@ -37,9 +40,12 @@ class _Handler(BaseHTTPRequestHandler):
         if server.stopping:
             self.send_header("Connection", "close")
             self.close_connection = True
-        self.end_headers()
-        if not no_body:
-            self.wfile.write(resp.body)
+        try:
+            self.end_headers()
+            if not no_body:
+                self.wfile.write(resp.body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away (a killed worker): nothing to tell it
 
     do_GET = do_POST = do_HEAD = do_PUT = do_PATCH = do_DELETE = _dispatch
 
@@ -64,8 +70,9 @@ class _Server(ThreadingHTTPServer):
 class EmulatorServer:
     """Serves a Dataset over HTTP on host:port (port 0 = any free port) from a daemon thread."""
 
-    def __init__(self, dataset: Dataset, config: EmulatorConfig | None = None,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, dataset: Dataset, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.dataset = dataset
         self.config = config or EmulatorConfig()
         self.app = EmulatorApp(dataset, self.config)
@@ -76,8 +83,12 @@ class EmulatorServer:
     def start(self) -> EmulatorServer:
         if self._httpd is None:
             self._httpd = _Server((self._host, self._port), self.app)
-            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                            name="github-emulator", daemon=True)
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                name="github-emulator",
+                daemon=True,
+            )
             self._thread.start()
         return self
 

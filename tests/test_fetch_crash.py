@@ -1,0 +1,121 @@
+"""A fetch task killed mid-batch and retried ends with the same data, no duplicates, and
+at most the page in flight fetched again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from e2e_harness import airflow_env, duplicate_count, read_back
+from support import diff_against_truth
+
+from github_collector.emulator import DatasetSpec, EmulatorConfig, EmulatorServer, TokenConfig, build_dataset
+from github_collector.staging import Staging, run_namespace
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
+ALL = ["contributors", "forkers", "stargazers", "watchers"]
+TOKEN = "crash-test-token-41c7"
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return build_dataset(DatasetSpec(seed=23, n_repos=6, n_users=1500, max_per_repo=700))
+
+
+def task(env: dict, *args: str, extra: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "task_runner.py"), *args],
+        env=env | (extra or {}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def graphql_and_rest_pages(srv) -> list[str]:
+    return [f"{e['method']} {e['path']}" for e in srv.request_log() if e["status"] in (200, 304)]
+
+
+@pytest.fixture()
+def setup(dataset, tmp_path, pg_dsn, pg_database, key_prefix, redis_client):
+    import psycopg
+
+    db = f"{pg_database}_crash"
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        c.execute(f'CREATE DATABASE "{db}"')
+    names = dataset.repo_names()
+    cfg = EmulatorConfig(tokens=[TokenConfig(name="t1", token=TOKEN, collaborator_repos=tuple(names))], latency_ms=15)
+    with EmulatorServer(dataset, cfg) as srv:
+        env = airflow_env(tmp_path, github_url=srv.url, tokens=[TOKEN], pg_db=db, prefix=key_prefix)
+        yield srv, env, f"host=127.0.0.1 port=5432 user=postgres dbname={db}", names
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def _run_all(env, run_id, names, batches_expected=None):
+    plan = task(env, "plan", run_id, json.dumps({"repositories": names, "batch_size": 50}))
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    return json.loads(plan.stdout.strip().splitlines()[-1])
+
+
+def test_injected_crash_after_k_steps_then_retry(setup, dataset, redis_client, key_prefix):
+    srv, env, dsn, names = setup
+    run_id = "crash-injected"
+    batches = _run_all(env, run_id, names)
+    assert len(batches) == 1
+    crashed = task(env, "fetch", run_id, "0", "1", extra={"GITHUB_REPO_USERS_CRASH_AFTER_STEPS": "4"})
+    assert crashed.returncode == 137, crashed.stderr[-1500:]
+    staging = Staging(redis_client, run_namespace(key_prefix, "github_repo_users", run_id))
+    assert staging.load_state(0) is not None  # the checkpoint survived the crash
+    pages_before = graphql_and_rest_pages(srv)
+    retried = task(env, "fetch", run_id, "0", "2", extra={"GITHUB_REPO_USERS_CRASH_AFTER_STEPS": "4"})
+    assert retried.returncode == 0, retried.stderr[-1500:]
+    committed = task(env, "commit", run_id)
+    assert committed.returncode == 0, committed.stderr[-1500:]
+    truth = dataset.truth(ALL, collaborator_repos=names)
+    assert diff_against_truth(truth, *read_back(dsn)) == []
+    assert duplicate_count(dsn) == 0
+    rest_after = [p for p in graphql_and_rest_pages(srv)[len(pages_before) :] if p.startswith("GET")]
+    assert not set(rest_after) & {p for p in pages_before if p.startswith("GET")}, "a staged REST page was fetched again"
+
+
+def test_sigkill_at_a_random_point_then_retry(setup, dataset, redis_client, key_prefix):
+    srv, env, dsn, names = setup
+    run_id = "crash-sigkill"
+    _run_all(env, run_id, names)
+    seed = int(os.environ.get("CRASH_SEED", time.time_ns() % 10_000))
+    kill_after = 2 + seed % 6
+    print(f"SIGKILL after {kill_after} staged steps (seed {seed})")
+    staging = Staging(redis_client, run_namespace(key_prefix, "github_repo_users", run_id))
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "task_runner.py"), "fetch", run_id, "0", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and staging.stats().get("pages", 0) < kill_after and proc.poll() is None:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the fetch finished before it could be killed; raise the latency"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state_at_kill = staging.load_state(0)
+    pages_before = graphql_and_rest_pages(srv)
+    retried = task(env, "fetch", run_id, "0", "2")
+    assert retried.returncode == 0, retried.stderr[-1500:]
+    assert task(env, "commit", run_id).returncode == 0
+    truth = dataset.truth(ALL, collaborator_repos=names)
+    assert diff_against_truth(truth, *read_back(dsn)) == []
+    assert duplicate_count(dsn) == 0
+    refetched = set(graphql_and_rest_pages(srv)[len(pages_before) :]) & {p for p in pages_before if p.startswith("GET")}
+    assert len(refetched) <= 1, refetched  # at most the page in flight at the kill
+    assert state_at_kill is not None
