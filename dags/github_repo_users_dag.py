@@ -53,7 +53,11 @@ SCHEMA = params_schema()
             examples=DEFAULT_RELATIONS,
             **SCHEMA["relations"],
         ),
-        "batch_size": Param(25, description="Repositories per mapped fetch task.", **SCHEMA["batch_size"]),
+        "batch_size": Param(
+            50,
+            description="Repositories per mapped fetch task (50 share one summary query: cheapest incremental runs).",
+            **SCHEMA["batch_size"],
+        ),
         "full_refresh": Param(
             False,
             description="Re-list everything and refresh every profile, ignoring stored state.",

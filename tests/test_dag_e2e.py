@@ -80,6 +80,16 @@ def test_full_run_matches_ground_truth_and_a_rerun_changes_nothing(
         assert duplicate_count(dsn) == 0
         assert diff_against_truth(truth, *read_back(dsn)) == []
 
+        # An incremental (scheduled-style) run over unchanged repos spends almost nothing.
+        spent_before = _spent(srv)
+        proc = dags_test(env, conf | {"full_refresh": False})
+        assert proc.returncode == 0, _tail(proc)
+        spent = _spent(srv) - spent_before
+        batches = -(-len(names) // conf["batch_size"])
+        assert spent <= batches, spent  # one summary query per batch; 304s and skipped lists are free
+        assert row_counts(dsn) == first
+        assert diff_against_truth(truth, *read_back(dsn)) == []
+
 
 def test_quota_running_out_mid_run_defers_and_completes_exactly(dataset, airflow_home, target_db, key_prefix):
     names = dataset.repo_names()
@@ -113,6 +123,10 @@ def test_quota_running_out_mid_run_defers_and_completes_exactly(dataset, airflow
         ]
         assert len(ok_gets) == len(set(ok_gets)), "a REST page was fetched twice"
         assert srv.stats()["primary_limit_hits"] >= 0
+
+
+def _spent(srv) -> int:
+    return sum(v["core"] + v["graphql"] for v in srv.stats()["cost_by_token"].values())
 
 
 def _conn(url: str, tokens: list[str], **extra) -> str:

@@ -30,7 +30,7 @@ def test_dagbag_has_no_import_errors_and_the_dag():
     dag = bag.dags["github_repo_users"]
     assert dag.catchup is False
     assert {"plan", "collect.quota_gate", "collect.fetch", "commit"} <= set(dag.task_dict)
-    assert dag.params["batch_size"] == 25
+    assert dag.params["batch_size"] == 50
     assert dag.task_dict["commit"].trigger_rule in ("all_done", "TriggerRule.ALL_DONE") or str(
         dag.task_dict["commit"].trigger_rule
     ).endswith("all_done")

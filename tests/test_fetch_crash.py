@@ -53,7 +53,9 @@ def setup(dataset, tmp_path, pg_dsn, pg_database, key_prefix, redis_client):
         c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         c.execute(f'CREATE DATABASE "{db}"')
     names = dataset.repo_names()
-    cfg = EmulatorConfig(tokens=[TokenConfig(name="t1", token=TOKEN, collaborator_repos=tuple(names))], latency_ms=15)
+    cfg = EmulatorConfig(
+        tokens=[TokenConfig(name="t1", token=TOKEN, collaborator_repos=tuple(names))], latency_ms=15
+    )
     with EmulatorServer(dataset, cfg) as srv:
         env = airflow_env(tmp_path, github_url=srv.url, tokens=[TOKEN], pg_db=db, prefix=key_prefix)
         yield srv, env, f"host=127.0.0.1 port=5432 user=postgres dbname={db}", names
@@ -85,7 +87,9 @@ def test_injected_crash_after_k_steps_then_retry(setup, dataset, redis_client, k
     assert diff_against_truth(truth, *read_back(dsn)) == []
     assert duplicate_count(dsn) == 0
     rest_after = [p for p in graphql_and_rest_pages(srv)[len(pages_before) :] if p.startswith("GET")]
-    assert not set(rest_after) & {p for p in pages_before if p.startswith("GET")}, "a staged REST page was fetched again"
+    assert not set(rest_after) & {p for p in pages_before if p.startswith("GET")}, (
+        "a staged REST page was fetched again"
+    )
 
 
 def test_sigkill_at_a_random_point_then_retry(setup, dataset, redis_client, key_prefix):
@@ -116,6 +120,8 @@ def test_sigkill_at_a_random_point_then_retry(setup, dataset, redis_client, key_
     truth = dataset.truth(ALL, collaborator_repos=names)
     assert diff_against_truth(truth, *read_back(dsn)) == []
     assert duplicate_count(dsn) == 0
-    refetched = set(graphql_and_rest_pages(srv)[len(pages_before) :]) & {p for p in pages_before if p.startswith("GET")}
+    refetched = set(graphql_and_rest_pages(srv)[len(pages_before) :]) & {
+        p for p in pages_before if p.startswith("GET")
+    }
     assert len(refetched) <= 1, refetched  # at most the page in flight at the kill
     assert state_at_kill is not None

@@ -1,0 +1,138 @@
+"""The GitHub hook's connection parsing, and the RateLimitSensor against real Redis + emulator."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from github_collector.client import derive_graphql_url
+from github_collector.errors import ConfigError
+from github_collector.hook import GitHubHook, parse_settings
+from github_collector.quota import QuotaState, QuotaStore, fingerprint
+from github_collector.sensors import RateLimitSensor, estimate_cost, reservation_id
+from github_collector.staging import Staging, run_namespace
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("base", "graphql"),
+    [
+        ("https://api.github.com", "https://api.github.com/graphql"),
+        ("https://ghe.example.com/api/v3", "https://ghe.example.com/api/graphql"),
+        ("http://127.0.0.1:8765/", "http://127.0.0.1:8765/graphql"),
+    ],
+)
+def test_graphql_url_is_derived_from_the_rest_base(base, graphql):
+    assert derive_graphql_url(base.rstrip("/")) == graphql
+
+
+@pytest.mark.unit
+def test_settings_from_connection_fields():
+    s = parse_settings(
+        "https://api.github.com", "tok-a", json.dumps({"tokens": ["tok-b", " "], "reserve": 7})
+    )
+    assert s["tokens"] == ["tok-a", "tok-b"] and s["reserve"] == 7
+    assert (
+        parse_settings("ghe.example.com", "t", None, schema="api/v3")["base_url"]
+        == "https://ghe.example.com/api/v3"
+    )
+    assert parse_settings("", "t", "")["base_url"] == "https://api.github.com"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("ftp://x", "t", None), "ftp://x"),
+        (("http://", "t", None), "http://"),
+        (("https://api.github.com", None, None), "no token"),
+        (("https://api.github.com", "t", "{not json"), "not valid JSON"),
+        (("https://api.github.com", "t", {"reserve": "lots"}), "'lots'"),
+        (("https://api.github.com", "t", {"timeout": 0}), "timeout"),
+        (("https://api.github.com", "t", {"tokens": 5}), "'tokens'"),
+    ],
+)
+def test_bad_connection_settings_are_named(args, named):
+    with pytest.raises(ConfigError) as err:
+        parse_settings(*args)
+    assert named in str(err.value)
+
+
+@pytest.mark.unit
+def test_credentials_in_the_url_are_refused_without_echoing_them():
+    with pytest.raises(ConfigError) as err:
+        parse_settings("https://user:sekrit@api.github.com", "t", None)
+    assert "sekrit" not in str(err.value)
+
+
+@pytest.mark.unit
+def test_missing_connection_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_NO_SUCH_CONN", raising=False)
+    with pytest.raises(ConfigError, match="'no_such_conn' is missing"):
+        GitHubHook("no_such_conn").get_conn()
+
+
+@pytest.mark.unit
+def test_estimate_counts_contributor_pages_and_packed_graphql():
+    assert estimate_cost(["a/b"] * 20, ["contributors", "forkers", "stargazers"]) == {
+        "core": 20,
+        "graphql": 5,
+    }
+    assert estimate_cost(["a/b"], ["forkers"]) == {"core": 0, "graphql": 1}
+
+
+@pytest.mark.unit
+def test_non_deferrable_sensor_reschedules():
+    assert RateLimitSensor(task_id="g", batch=["a/b"], deferrable=False).mode == "reschedule"
+    sensor = RateLimitSensor(task_id="g2", batch=["a/b"])
+    assert sensor.deferrable and "batch" in sensor.template_fields
+
+
+def _context(run_id: str, map_index: int = 0):
+    return {
+        "ti": SimpleNamespace(dag_id="github_repo_users", run_id=run_id, map_index=map_index, try_number=1)
+    }
+
+
+@pytest.mark.integration
+def test_sensor_reserves_when_quota_covers_and_defers_to_the_reset_when_not(
+    emu_server_factory, monkeypatch, key_prefix, redis_client
+):
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    from github_collector.emulator import TokenConfig
+
+    token = "sensor-test-token-1"
+    srv = emu_server_factory(tokens=[TokenConfig(name="s", token=token, core_limit=30, graphql_limit=30)])
+    monkeypatch.setenv("GITHUB_REPO_USERS_REDIS_PREFIX", key_prefix)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_REDIS_DEFAULT", json.dumps({"conn_type": "redis", "host": "127.0.0.1", "port": 6379})
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GITHUB_DEFAULT",
+        json.dumps(
+            {"conn_type": "github_repo_users", "host": srv.url, "password": token, "extra": {"reserve": 5}}
+        ),
+    )
+    ns = run_namespace(key_prefix, "github_repo_users", "run-1")
+    Staging(redis_client, ns).save_plan(
+        {"relations": ["contributors", "forkers"], "batches": [["a/b"] * 10] * 3}
+    )
+    batch = ["a/b"] * 10  # needs 10 core + 2 graphql
+    s0 = RateLimitSensor(task_id="g", batch=batch)
+    assert s0.poke(_context("run-1", 0)) is True  # seeded from /rate_limit, then reserved
+    held = redis_client.hget(f"{key_prefix}reservations:core", reservation_id(_context("run-1", 0)))
+    assert int(held) == 10
+    assert RateLimitSensor(task_id="g", batch=batch).poke(_context("run-1", 1)) is True  # 20 of 25 usable
+    third = RateLimitSensor(task_id="g", batch=batch)
+    with pytest.raises(TaskDeferred) as deferred:
+        third.execute(_context("run-1", 2))
+    store = QuotaStore(redis_client, prefix=key_prefix)
+    reset = store.state(fingerprint(token), "core").reset
+    assert deferred.value.method_name == "execute_complete"
+    assert abs(deferred.value.trigger.moment.timestamp() - (reset + 1)) < 1.5
+    # Nothing half-reserved is left behind by the refused batch.
+    assert redis_client.hget(f"{key_prefix}reservations:core", reservation_id(_context("run-1", 2))) is None
+    assert store.state(fingerprint(token), "core") == QuotaState(30, 30, 0, reset)  # the sensor spent nothing
