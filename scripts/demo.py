@@ -64,10 +64,13 @@ def run(cmd: list[str], env: dict[str, str], log_name: str) -> None:
         raise SystemExit(f"[demo] {' '.join(cmd[:3])} failed (exit {proc.returncode}); full log: {log}")
 
 
-def ensure_database() -> None:
+def ensure_database(fresh: bool) -> None:
+    """The demo's own database; `make demo` starts it empty so its summary is this run's."""
     import psycopg
 
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        if fresh:
+            conn.execute(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')  # fixed demo name
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DB,)).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{PG_DB}"')  # fixed demo name, not user input
@@ -164,7 +167,7 @@ def standalone() -> None:
     env = airflow_env()
     env["AIRFLOW__API__PORT"] = os.environ.get("AIRFLOW_PORT", "8080")
     airflow = shutil.which("airflow", path=env.get("PATH")) or str(Path(sys.executable).with_name("airflow"))
-    ensure_database()
+    ensure_database(fresh=False)
     proc = None
     try:
         real = os.environ.get("GITHUB_TOKEN")
@@ -201,7 +204,7 @@ def main() -> None:
     airflow = shutil.which("airflow", path=env.get("PATH")) or str(Path(sys.executable).with_name("airflow"))
     say(f"Airflow home {HOME} (SQLite)")
     run([airflow, "db", "migrate"], env, "db-migrate.log")
-    ensure_database()
+    ensure_database(fresh=True)
     clear_demo_redis()
     proc = None
     emulator_url = None
