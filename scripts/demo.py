@@ -35,20 +35,26 @@ def say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
 
-def airflow_env() -> dict[str, str]:
-    env = os.environ.copy()
+def airflow_env(
+    home: Path = HOME, pg_db: str = PG_DB, prefix: str = PREFIX, base: dict | None = None
+) -> dict[str, str]:
+    """A local Airflow (SQLite metadata) with this project's DAG and connections to Redis and Postgres.
+
+    Shared with the end-to-end tests, which point it at their own home, database and prefix.
+    """
+    env = dict(os.environ if base is None else base)
     env.update(
-        AIRFLOW_HOME=str(HOME),
+        AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
         AIRFLOW__CORE__PLUGINS_FOLDER=str(ROOT / "plugins"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{HOME / 'airflow.db'}",
-        AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(HOME / "logs"),
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+        AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / "logs"),
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "plugins"), env.get("PYTHONPATH", "")])),
-        GITHUB_REPO_USERS_REDIS_PREFIX=PREFIX,
+        GITHUB_REPO_USERS_REDIS_PREFIX=prefix,
         AIRFLOW_CONN_REDIS_DEFAULT=json.dumps({"conn_type": "redis", "host": "127.0.0.1", "port": 6379}),
         AIRFLOW_CONN_POSTGRES_DEFAULT=json.dumps(
-            {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": PG_DB}
+            {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": pg_db}
         ),
     )
     return env

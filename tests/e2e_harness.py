@@ -13,33 +13,24 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+sys.path.insert(0, str(ROOT / "scripts"))
+import demo  # noqa: E402  (scripts/ is not a package)
 
 
 def airflow_env(
     home: Path, *, github_url: str, tokens: list[str], pg_db: str, prefix: str, extra: dict | None = None
 ) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
-        AIRFLOW__CORE__PLUGINS_FOLDER=str(ROOT / "plugins"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
-        AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / "logs"),
-        PYTHONPATH=str(ROOT / "plugins"),
-        GITHUB_REPO_USERS_REDIS_PREFIX=prefix,
-        AIRFLOW_CONN_REDIS_DEFAULT=json.dumps({"conn_type": "redis", "host": "127.0.0.1", "port": 6379}),
-        AIRFLOW_CONN_POSTGRES_DEFAULT=json.dumps(
-            {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": pg_db}
-        ),
-        AIRFLOW_CONN_GITHUB_DEFAULT=json.dumps(
-            {
-                "conn_type": "github_repo_users",
-                "host": github_url,
-                "password": tokens[0],
-                "extra": {"tokens": tokens[1:], "reserve": 0},
-            }
-        ),
+    """The demo's local Airflow environment, pointed at this test's emulator, database and prefix."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env = demo.airflow_env(home, pg_db, prefix, base=base)
+    env["PYTHONPATH"] = str(ROOT / "plugins")
+    env["AIRFLOW_CONN_GITHUB_DEFAULT"] = json.dumps(
+        {
+            "conn_type": "github_repo_users",
+            "host": github_url,
+            "password": tokens[0],
+            "extra": {"tokens": tokens[1:], "reserve": 0},
+        }
     )
     env.update(extra or {})
     return env

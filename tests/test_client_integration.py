@@ -8,6 +8,7 @@ import math
 
 import graphql
 import pytest
+from conftest import github_schema_real
 from support import MemorySink, diff_against_truth, make_client
 
 from github_collector.collector import Collector, is_finished, new_batch_state
@@ -244,13 +245,6 @@ def test_two_tokens_share_the_load_and_keep_their_reserve(dataset, redis_client,
     assert "integration" not in text
 
 
-def _schema():
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "shared" / "github" / "schema.graphql"
-    return graphql.build_schema(path.read_text(), assume_valid_sdl=True, assume_valid=True)
-
-
 def test_every_query_the_client_sends_validates_against_githubs_schema(
     emulator, dataset, redis_client, key_prefix
 ):
@@ -269,7 +263,7 @@ def test_every_query_the_client_sends_validates_against_githubs_schema(
     names = dataset.repo_names()
     collect(client, names)
     collect(client, names, previous=None)
-    schema = _schema()
+    schema = github_schema_real()
     docs = {b["query"] for b in sent} | {q for q, _ in sample_queries()}
     assert len(docs) >= 5
     for doc in docs:

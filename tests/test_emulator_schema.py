@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from functools import cache
-from pathlib import Path
 
 import pytest
+from conftest import github_schema_real
 from graphql import (
     GraphQLEnumType,
     GraphQLInputObjectType,
@@ -24,16 +23,10 @@ from github_collector.emulator.schema import schema_sdl
 
 pytestmark = pytest.mark.unit
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-REAL_SCHEMA = Path(os.environ.get("GITHUB_SCHEMA_PATH", REPO_ROOT.parent / "shared/github/schema.graphql"))
-
 
 @cache
 def real_schema() -> GraphQLSchema:
-    if not REAL_SCHEMA.exists():
-        pytest.skip(f"GitHub's schema not found at {REAL_SCHEMA} (set GITHUB_SCHEMA_PATH)")
-    # GitHub's SDL does not pass graphql-core's own checks (see shared/NOTES.md)
-    return build_schema(REAL_SCHEMA.read_text(encoding="utf-8"), assume_valid_sdl=True, assume_valid=True)
+    return github_schema_real()
 
 
 def _kind(t: object) -> str:

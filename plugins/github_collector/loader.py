@@ -18,6 +18,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from github_collector.records import USER_FIELDS
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -100,19 +102,8 @@ _USER_COLS = (
     " followers integer, following integer, created_at timestamptz, updated_at timestamptz,"
     " profile_complete boolean, email_known boolean, staged_at timestamptz"
 )
-_PROFILE = (
-    "name",
-    "company",
-    "blog",
-    "location",
-    "bio",
-    "twitter_username",
-    "public_repos",
-    "followers",
-    "following",
-    "created_at",
-    "updated_at",
-)
+# Profile columns: replaced only by a full profile, never by a list item.
+_PROFILE = tuple(f for f in USER_FIELDS if f not in ("user_id", "node_id", "login", "type", "email"))
 
 # Built from the fixed column names above; values arrive only by COPY.
 UPSERT_USERS = f"""
