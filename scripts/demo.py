@@ -185,7 +185,11 @@ def standalone() -> None:
             repos = build_dataset(PRESETS["demo"]).repo_names()
             tokens = {"demo-a": "demo-" + secrets.token_hex(12), "demo-b": "demo-" + secrets.token_hex(12)}
             proc, url = start_emulator(tokens, repos[:3])
-            say(f"emulator at {url}; try these repositories in the trigger form: {json.dumps(repos[:6])}")
+            # Default the Params form (and scheduled runs and backfills) to the emulator's repositories.
+            repos_file = HOME / "emulator-repositories.json"
+            repos_file.write_text(json.dumps({"repositories": repos}))
+            env["GITHUB_REPO_USERS_REPOS_FILE"] = str(repos_file)
+            say(f"emulator at {url}; the DAG defaults to its {len(repos)} repositories")
             conn = {
                 "conn_type": "github_repo_users",
                 "host": url,

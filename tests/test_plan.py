@@ -110,3 +110,10 @@ def test_default_repositories_reads_include_file(tmp_path):
     f.write_text(json.dumps({"repositories": ["x/y", "z/w"]}))
     assert default_repositories(f) == ["x/y", "z/w"]
     assert default_repositories(tmp_path / "missing.json")  # falls back, never empty
+
+
+def test_default_repositories_file_can_be_pointed_elsewhere(tmp_path, monkeypatch):
+    f = tmp_path / "other.json"
+    f.write_text(json.dumps(["emu/one"]))
+    monkeypatch.setenv("GITHUB_REPO_USERS_REPOS_FILE", str(f))
+    assert default_repositories() == ["emu/one"]

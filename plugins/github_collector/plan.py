@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import unicodedata
 from pathlib import Path
@@ -35,8 +36,13 @@ class InvalidInput(ValueError):
     """A run parameter is not acceptable; the message names the value."""
 
 
-def default_repositories(path: Path = DEFAULT_REPOS_FILE) -> list[str]:
-    """The Params form's default list: a packaged file, read from local disk only."""
+def default_repositories(path: Path | None = None) -> list[str]:
+    """The Params form's default list: a packaged file, read from local disk only.
+
+    GITHUB_REPO_USERS_REPOS_FILE points at another file (the local stand-alone Airflow uses
+    it to default to the emulator's repositories).
+    """
+    path = path or Path(os.environ.get("GITHUB_REPO_USERS_REPOS_FILE") or DEFAULT_REPOS_FILE)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
