@@ -1,0 +1,508 @@
+"""`make bench`: quota, incremental, end-to-end, commit and profile figures, as a table and
+as JSON (bench/results.json). Figures only: nothing here asserts a timing.
+
+    python bench/run.py                 # default, ~10 minutes on 2 cores
+    python bench/run.py --quick         # small dataset, about a minute
+    python bench/run.py --scales 1000,10000 --commit-1m   # also the larger scales (or --full)
+    python bench/run.py --only quota,commit               # some sections only
+
+See bench/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, say
+
+SECTIONS = ("quota", "e2e", "commit", "profile")
+# ~100 repositories and ~100k users, heavy-tailed (Zipf), plus the emulator's 8 special repos.
+MAIN_SPEC = {"seed": 1, "n_repos": 100, "n_users": 100_000, "max_per_repo": 35_000, "max_contributors": 700}
+QUICK_SPEC = {"seed": 1, "n_repos": 20, "n_users": 3_000, "max_per_repo": 2_000}
+GOALS = {
+    "units_per_user": 0.025,
+    "ratio_vs_baseline": 40,
+    "units_per_repo_unchanged": 0.05,
+    "commit_rows_per_s": 50_000,
+    "commit_rss_mb": 300,
+}
+
+
+def scale_spec(n: int) -> dict:
+    """Many small repositories (about 10 users each, none above 200 per list)."""
+    return {
+        "seed": 2,
+        "n_repos": n,
+        "n_users": 10 * n,
+        "max_per_repo": 200,
+        "max_contributors": 50,
+        "special_repos": False,
+    }
+
+
+# -- formatting ---------------------------------------------------------------------------------
+def table(headers: list[str], rows: list[list], indent: str = "  ") -> str:
+    cells = [[str(h) for h in headers]] + [[_cell(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, r in enumerate(cells):
+        lines.append(
+            indent
+            + "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+        if n == 0:
+            lines.append(indent + "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cell(v: object) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        digits = 4 if abs(v) < 1 else 3 if abs(v) < 10 else 1
+        text = f"{v:,.{digits}f}"
+        if digits > 1:
+            text = text.rstrip("0")
+            text += "0" if text.endswith(".") else ""
+        return text
+    return str(v)
+
+
+def verdict(ok: bool) -> str:
+    return "MET" if ok else "NOT MET"
+
+
+# -- sections ---------------------------------------------------------------------------------------
+def render_quota(q: dict, goals: list) -> str:
+    b, p = q["baseline"], q["product"]
+    t = q["truth"]
+    out = [
+        f"1. Quota efficiency: {q['dataset_repos']} repositories, all four relations, a collaborator token "
+        f"(ground truth {t['users']:,} users, {t['links']:,} links)",
+        table(
+            ["", "units", "core", "graphql", "requests", "users w/ profile", "links", "units/user", "wall s"],
+            [
+                [
+                    "baseline (REST lists + GET /users)",
+                    b["units"]["total"],
+                    b["units"]["core"],
+                    b["units"]["graphql"],
+                    b["requests"],
+                    b["users"],
+                    b["links"],
+                    b["units_per_user"],
+                    b["seconds"],
+                ],
+                [
+                    "product (client + collector, staged)",
+                    p["units"]["total"],
+                    p["units"]["core"],
+                    p["units"]["graphql"],
+                    p["requests"],
+                    p["profiled"],
+                    p["links"],
+                    p["units_per_user"],
+                    p["seconds"],
+                ],
+            ],
+        ),
+        f"  baseline / product: {q['ratio_baseline_over_product']}x fewer units per user; "
+        f"{p['batches']} batch(es) of <= 50 repositories, {p['steps']} staged steps",
+    ]
+    out.append(
+        f"  at GitHub's 5,000 units per hour and token: baseline {b['units']['total'] / 5000:.1f} token-hours, "
+        f"product {p['units']['total'] / 5000:.2f}"
+    )
+    pk = p["graphql_packing"]
+    out.append(
+        f"  GraphQL queries: {pk['queries']} (1 point each); connection pages per query, mean "
+        f"{pk['mean_pages_per_query']}: " + ", ".join(f"{k} {v}" for k, v in pk["by_pages"].items())
+    )
+    goals.append(
+        (
+            "product units per user (with profile)",
+            f"<= {GOALS['units_per_user']}",
+            p["units_per_user"],
+            p["units_per_user"] <= GOALS["units_per_user"],
+        )
+    )
+    goals.append(
+        (
+            "times better than the baseline",
+            f">= {GOALS['ratio_vs_baseline']}x",
+            f"{q['ratio_baseline_over_product']}x",
+            q["ratio_baseline_over_product"] >= GOALS["ratio_vs_baseline"],
+        )
+    )
+
+    inc = q["incremental_unchanged"]
+    rows = [
+        [
+            "unchanged repositories (all profiles fresh)",
+            "-",
+            "-",
+            inc["units"]["total"],
+            inc["units"]["core"],
+            inc["units"]["graphql"],
+            inc["requests"],
+            inc["units_per_repo"],
+            "-",
+        ]
+    ]
+    for key, label in (
+        ("incremental_forkers_1pct", "+~1% fork owners"),
+        ("incremental_contributors_1pct", "+~1% contributors"),
+    ):
+        c = q[key]
+        rows.append(
+            [
+                label,
+                c["added"],
+                f"{c['change_share']:.1%}",
+                c["units"]["total"],
+                c["units"]["core"],
+                c["units"]["graphql"],
+                c["requests"],
+                round(c["units"]["total"] / q["dataset_repos"], 4),
+                c["units_per_added"],
+            ]
+        )
+    out += [
+        "",
+        "2. Incremental cost (previous = the last run's repository records)",
+        table(
+            ["run", "added", "of list", "units", "core", "graphql", "requests", "units/repo", "units/added"],
+            rows,
+        ),
+    ]
+    bf = q["backfill"]
+    out.append(
+        f"  backfill of {bf['dates']} dates: full {p['units']['total']} + {bf['dates']} incremental runs "
+        f"{bf['units_incremental_runs']} = {bf['actual_total']} units; one full + {bf['dates']} x the unchanged check = "
+        f"{bf['expected_total']} (ratio {bf['actual_over_expected']}); {bf['times_cheaper_than_full_runs']}x cheaper than "
+        f"{bf['dates'] + 1} full collections; {bf['seconds']} s for the {bf['dates']} runs"
+    )
+    goals.append(
+        (
+            "units per repository, unchanged",
+            f"<= {GOALS['units_per_repo_unchanged']}",
+            inc["units_per_repo"],
+            inc["units_per_repo"] <= GOALS["units_per_repo_unchanged"],
+        )
+    )
+    return "\n".join(out)
+
+
+def render_e2e(runs: list[dict]) -> str:
+    out = ["3. End to end: airflow dags test github_repo_users (tasks run one after another, in one process)"]
+    rows = []
+    for e in runs:
+        d = e["dags_test"]
+        rows.append(
+            [
+                e["label"],
+                e["repos"],
+                d["rows"]["github_user"],
+                d["mapped_fetches"],
+                e["complete"],
+                d["wall_s"],
+                d["cli_startup_s"],
+                d["our_execute_s"],
+                d["airflow_overhead_s"],
+                f"{d['airflow_share']:.0%}",
+                d["units"]["core"],
+                d["units"]["graphql"],
+                round(d["units"]["total"] / max(1, e["repos"]), 3),
+                round(d["units"]["total"] / max(1, d["rows"]["github_user"]), 4),
+                d["peak_rss_mb"],
+                round((d["redis_used_before_commit_mb"] or 0) - (d["redis_used_before_mb"] or 0), 1),
+            ]
+        )
+    out.append(
+        table(
+            [
+                "scale",
+                "repos",
+                "users",
+                "mapped",
+                "complete",
+                "wall s",
+                "startup s",
+                "our execute s",
+                "airflow s",
+                "airflow",
+                "core",
+                "graphql",
+                "units/repo",
+                "units/user",
+                "peak RSS MB",
+                "Redis staged MB",
+            ],
+            rows,
+        )
+    )
+    for e in runs:
+        d = e["dags_test"]
+        rep = e.get("replay")
+        rows = []
+        for name in ("plan", "collect.quota_gate", "collect.fetch", "commit"):
+            t = d["tasks"].get(name)
+            if not t:
+                continue
+            key = {"plan": "plan", "collect.fetch": "fetch", "commit": "commit"}.get(name)
+            own = rep[key] if rep and key else None
+            rows.append(
+                [
+                    name,
+                    t["n"],
+                    t["task_s"],
+                    t["execute_s"],
+                    t["airflow_s"],
+                    t["per_task_airflow_s"],
+                    t["peak_rss_mb"],
+                    (own or {}).get("peak_rss_mb"),
+                    (own or {}).get("seconds", (own or {}).get("seconds_total")),
+                ]
+            )
+        out += [
+            "",
+            f"  [{e['label']}] per task type (in-process RSS: dags test process while that task ran; "
+            "own process: the task function alone in a process, ru_maxrss)",
+            table(
+                [
+                    "task",
+                    "n",
+                    "task s",
+                    "execute s",
+                    "airflow s",
+                    "airflow s/task",
+                    "in-process RSS MB",
+                    "own process RSS MB",
+                    "own process s",
+                ],
+                rows,
+                indent="    ",
+            ),
+        ]
+        redis_line = (
+            f"    Redis used_memory: before {d['redis_used_before_mb']} MB, peak {d['redis_used_peak_mb']} MB, "
+            f"at commit start {d['redis_used_before_commit_mb']} MB, after {d['redis_used_after_mb']} MB"
+        )
+        if rep:
+            redis_line += (
+                f"; replay, our keys only: before fetch {rep['redis_own_mb']['before_fetch']} MB, "
+                f"before commit {rep['redis_own_mb']['before_commit']} MB, after commit "
+                f"{rep['redis_own_mb']['after_commit']} MB"
+            )
+        out.append(redis_line)
+        out.append(f"    airflow db migrate (once per home, not in wall): {e['airflow_db_migrate_s']} s")
+    return "\n".join(out)
+
+
+def render_commit(rows_in: list[dict], goals: list) -> str:
+    rows = []
+    for c in rows_in:
+        i, u = c["insert"], c["upsert"]
+        rows.append(
+            [
+                c["staged"],
+                i["users"],
+                i["links"],
+                i["staged_redis_mb"],
+                i["commit_s"],
+                i["records_per_s"],
+                i["rss_before_mb"],
+                i["peak_rss_mb"],
+                u["commit_s"],
+                u["records_per_s"],
+                u["peak_rss_mb"],
+            ]
+        )
+    out = [
+        "4. Commit throughput: run_tasks.commit_run in its own process (chunks of 5,000; COPY + upsert per chunk)",
+        table(
+            [
+                "staged records",
+                "users",
+                "links",
+                "Redis MB",
+                "insert s",
+                "records/s",
+                "RSS before MB",
+                "peak RSS MB",
+                "re-commit s",
+                "records/s",
+                "peak RSS MB",
+            ],
+            rows,
+        ),
+    ]
+    worst = min(min(c["insert"]["records_per_s"], c["upsert"]["records_per_s"]) for c in rows_in)
+    peak = max(max(c["insert"]["peak_rss_mb"], c["upsert"]["peak_rss_mb"]) for c in rows_in)
+    goals.append(
+        (
+            "commit records/s (slowest size)",
+            f">= {GOALS['commit_rows_per_s']:,}",
+            worst,
+            worst >= GOALS["commit_rows_per_s"],
+        )
+    )
+    goals.append(
+        (
+            "commit peak RSS (largest size)",
+            f"< {GOALS['commit_rss_mb']} MB",
+            peak,
+            peak < GOALS["commit_rss_mb"],
+        )
+    )
+    return "\n".join(out)
+
+
+def render_profile(p: dict) -> str:
+    out = ["5. Profile (cProfile; self time grouped by who spends it)"]
+    for key, title in (("fetch", "full collection (fetch path)"), ("commit", "commit")):
+        s = p[key]
+        cats = ", ".join(f"{k} {v['share']:.0%}" for k, v in s["by_category"].items() if v["share"] >= 0.01)
+        out.append(f"  {title}: {s['profiled_s']} s profiled: {cats}")
+        out.append(
+            table(
+                ["our function (by cumulative)", "calls", "self s", "cumulative s", "of profile"],
+                [
+                    [r["function"], r["calls"], r["self_s"], r["cumulative_s"], f"{r['cum_share']:.0%}"]
+                    for r in s["ours_by_cumulative"]
+                ],
+                indent="    ",
+            )
+        )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small dataset, commit of 10k only (about a minute)")
+    ap.add_argument(
+        "--scales",
+        default="",
+        help="extra end-to-end runs with this many small repositories, e.g. 1000,10000",
+    )
+    ap.add_argument("--commit-1m", action="store_true", help="also commit 1,000,000 staged records")
+    ap.add_argument("--full", action="store_true", help="same as --scales 1000,10000 --commit-1m")
+    ap.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma-separated sections: {', '.join(SECTIONS)}"
+    )
+    ap.add_argument(
+        "--output", help="JSON file (default bench/results.json, bench/results-quick.json with --quick)"
+    )
+    args = ap.parse_args(argv)
+    sections = [s for s in args.only.split(",") if s]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        ap.error(f"unknown sections {sorted(unknown)}")
+    scales = [int(s) for s in args.scales.split(",") if s.strip()]
+    if args.full:
+        scales, args.commit_1m = sorted({*scales, 1000, 10_000}), True
+    spec = QUICK_SPEC if args.quick else MAIN_SPEC
+    commit_sizes = [10_000] if args.quick else [10_000, 100_000]
+    if args.commit_1m:
+        commit_sizes.append(1_000_000)
+
+    results: dict = {
+        "mode": "quick" if args.quick else "default",
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "commit": _git_head(),
+        "goals": GOALS,
+    }
+    out_path = Path(args.output or ROOT / "bench" / ("results-quick.json" if args.quick else "results.json"))
+
+    def save() -> None:
+        out_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+    t0 = time.perf_counter()
+    if "quota" in sections:
+        import quota_bench
+
+        results["quota"] = quota_bench.run(spec)
+        save()
+    if "e2e" in sections:
+        import e2e_bench
+
+        runs = [e2e_bench.run(spec, "quick" if args.quick else f"{spec['n_repos']} repos")]
+        for n in scales:
+            runs.append(e2e_bench.run(scale_spec(n), f"{n:,} small repos", do_replay=False))
+        results["e2e"] = runs
+        save()
+    if "commit" in sections:
+        import commit_bench
+
+        results["commit_throughput"] = commit_bench.run(commit_sizes)
+        save()
+    if "profile" in sections:
+        import profile_bench
+
+        results["profile"] = profile_bench.run(spec, 10_000 if args.quick else 100_000)
+        save()
+    results["total_s"] = round(time.perf_counter() - t0, 1)
+
+    goals: list = []
+    parts = [
+        f"github-repo-users benchmark ({results['mode']}; {os.cpu_count()} CPUs; dataset {spec}; "
+        f"units = quota units charged by the emulator)"
+    ]
+    if "quota" in results:
+        parts.append(render_quota(results["quota"], goals))
+    if "e2e" in results:
+        parts.append(render_e2e(results["e2e"]))
+    if "commit_throughput" in results:
+        parts.append(render_commit(results["commit_throughput"], goals))
+    if "profile" in results:
+        parts.append(render_profile(results["profile"]))
+    if goals:
+        parts.append(
+            "Goals\n"
+            + table(
+                ["goal", "target", "measured", "verdict"], [[g, t, m, verdict(ok)] for g, t, m, ok in goals]
+            )
+        )
+        results["goal_verdicts"] = [
+            {"goal": g, "target": t, "measured": m, "met": ok} for g, t, m, ok in goals
+        ]
+    text = "\n\n".join(parts)
+    results["table"] = text
+    save()
+    print(text)
+    say(f"done in {results['total_s']} s; results in {out_path}")
+    return 0
+
+
+def _git_head() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
