@@ -7,7 +7,7 @@
 
 plan/fetch/commit call what the DAG's tasks call, as tests/task_runner.py does, with the
 connections from AIRFLOW_CONN_* variables. A task process of a real executor runs one task,
-so ru_maxrss here is that task's peak. The last stdout line is a JSON report.
+so this process's peak RSS (VmHWM) is that task's peak. The last stdout line is a JSON report.
 """
 
 from __future__ import annotations
@@ -30,8 +30,21 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
+def _peak_rss() -> int:
+    """This process's peak RSS. Not ru_maxrss: Linux carries the parent's peak over a
+    fork + exec into it, so a child of a big parent would report the parent's figure."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
 def _report(seconds: float, rss_before: int, **extra: object) -> None:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    peak = _peak_rss()
     print(json.dumps({"seconds": seconds, "rss_before": rss_before, "peak_rss": peak, **extra}, default=str))
 
 

@@ -7,7 +7,7 @@ the local Redis and a fresh Postgres database.
 - dags test runs every task in one process, so its RSS is sampled (process tree, 0.1 s) and
   each sample is attributed to the task running then. The replay then runs the same task
   functions one per process, as an executor's task processes do, for per-task peak RSS
-  (ru_maxrss) and Redis memory at each stage, on a fresh key prefix and database.
+  (VmHWM) and Redis memory at each stage, on a fresh key prefix and database.
 """
 
 from __future__ import annotations

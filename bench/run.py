@@ -1,8 +1,8 @@
 """`make bench`: quota, incremental, end-to-end, commit and profile figures, as a table and
 as JSON (bench/results.json). Figures only: nothing here asserts a timing.
 
-    python bench/run.py                 # default, ~10 minutes on 2 cores
-    python bench/run.py --quick         # small dataset, about a minute
+    python bench/run.py                 # default, ~6 minutes on 2 cores
+    python bench/run.py --quick         # small dataset, ~30 s (bench/results-quick.json)
     python bench/run.py --scales 1000,10000 --commit-1m   # also the larger scales (or --full)
     python bench/run.py --only quota,commit               # some sections only
 
@@ -283,7 +283,7 @@ def render_e2e(runs: list[dict]) -> str:
         out += [
             "",
             f"  [{e['label']}] per task type (in-process RSS: dags test process while that task ran; "
-            "own process: the task function alone in a process, ru_maxrss)",
+            "own process: the task function alone in a process, VmHWM)",
             table(
                 [
                     "task",
