@@ -196,10 +196,8 @@ def test_secondary_limit_retry_after_is_obeyed(dataset, redis_client, key_prefix
     )
     with EmulatorServer(dataset, cfg) as srv:
         client = make_client(srv.url, [TOK1], redis_client, key_prefix)
+        client.rest(f"/users/{dataset.repo_names()[0].split('/')[0]}", conditional=False)
         for i in range(6):
-            client.rest(
-                f"/users/{dataset.repo_names()[0].split('/')[0]}", conditional=False
-            ) if i == 0 else None
             client.rest(f"/repos/{dataset.repo_names()[i % 3]}", conditional=False)
         log = [e for e in srv.request_log() if e["token"] == "t1"]
         hits = [i for i, e in enumerate(log) if e["status"] == 403]
