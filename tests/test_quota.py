@@ -155,3 +155,58 @@ def test_a_reserve_above_the_limit_is_a_clear_error_not_a_wait(store):
     store.set_state("a", "core", QuotaState(8, 8, 0, int(time.time()) + 100))  # reserve is 10
     with pytest.raises(ConfigError, match="reserve of 10"):
         store.lease(["a"], "core")
+
+
+def test_pacing_keeps_each_token_under_its_requests_per_window(redis_client, key_prefix):
+    # 60 per minute counted over 3 s windows: 3 requests per window and token.
+    store = QuotaStore(redis_client, prefix=key_prefix, reserve=0, per_minute={"core": 60}, pace_window_s=3)
+    now = time.time()
+    for fp in ("a", "b"):
+        store.set_state(fp, "core", QuotaState(5000, 5000, 0, int(now) + 100))
+    used = []
+    for i in range(6):
+        lease = store.lease(["a", "b"], "core", now=now + i * 0.01)
+        used.append(lease.fingerprint)
+        store.release(lease)
+    assert sorted(used) == ["a"] * 3 + ["b"] * 3  # a full token spills onto the other
+    with pytest.raises(QuotaExhausted) as err:
+        store.lease(["a", "b"], "core", now=now + 0.1)
+    # usable again when the oldest request of the window leaves it
+    assert err.value.reset_at == pytest.approx(now + 3, abs=0.02)
+    again = store.lease(["a", "b"], "core", now=now + 3.005)
+    assert again is not None
+    store.release(again)
+    # GraphQL is paced separately: the REST window says nothing about it
+    store.set_state("a", "graphql", QuotaState(5000, 5000, 0, int(now) + 100))
+    assert store.lease(["a"], "graphql", now=now + 0.2) is not None
+    unpaced = QuotaStore(redis_client, prefix=key_prefix + "u:", reserve=0, per_minute={"core": 0})
+    unpaced.set_state("a", "core", QuotaState(5000, 5000, 0, int(now) + 100))
+    for _ in range(10):  # 0 turns pacing off
+        lease = unpaced.lease(["a"], "core", now=now)
+        assert lease is not None
+        unpaced.release(lease)
+
+
+def test_a_killed_workers_lease_is_freed_on_this_host_only(store, redis_client, key_prefix):
+    import subprocess
+    import sys
+
+    store.set_state("a", "core", QuotaState(5000, 5000, 0, int(time.time()) + 100))
+    # A process leases the token, then dies without releasing it (as under SIGKILL).
+    code = (
+        "import os, redis, sys; sys.path.insert(0, 'plugins')\n"
+        "from github_collector.quota import QuotaStore\n"
+        f"s = QuotaStore(redis.Redis.from_url('redis://127.0.0.1:6379/0'), prefix={key_prefix!r}, reserve=10)\n"
+        "assert s.lease(['a'], 'core') is not None\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], check=False, timeout=60)
+    assert proc.returncode == -9
+    assert store.lease(["a"], "core") is None  # still leased: its TTL has not run out
+    assert store.reap_dead_leases(["a"]) == ["a"]
+    mine = store.lease(["a"], "core")
+    assert mine is not None
+    assert store.reap_dead_leases(["a"]) == []  # a live process's lease stays
+    store.release(mine)
+    redis_client.set(key_prefix + "lease:a", "another-host:1:x")
+    assert store.reap_dead_leases(["a"]) == []  # other hosts wait for the TTL

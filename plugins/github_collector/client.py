@@ -218,7 +218,7 @@ class GitHubClient:
     ):
         """Lease a token, waiting briefly while all are busy or about to be usable again."""
         self.ensure_quota_records()
-        busy_since = time.monotonic()
+        busy_since = next_reap = time.monotonic()
         inline_waits = 0
         while True:
             try:
@@ -233,8 +233,14 @@ class GitHubClient:
                 continue
             if lease is not None:
                 return lease
-            if time.monotonic() - busy_since > 300:
+            waited = time.monotonic() - busy_since
+            if waited > 300:
                 raise GitHubUnavailable("every usable token stayed leased for 5 minutes")
+            if waited > 1 and time.monotonic() >= next_reap:
+                # A worker killed mid-request leaves its lease until the TTL; free it if it
+                # was on this host, so a retry resumes at once instead of waiting it out.
+                self.quota.reap_dead_leases(fps)
+                next_reap = time.monotonic() + 1
             time.sleep(0.02 + random.random() * 0.05)
 
     def _backoff(self, attempt: int) -> None:

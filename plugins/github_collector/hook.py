@@ -7,7 +7,10 @@ Connection fields:
 - password: a token;
 - extra (JSON), all optional: ``tokens`` (list of more tokens, or one comma-separated string),
   ``reserve`` (units left untouched on every token, default 50), ``timeout`` (read timeout in
-  seconds, default 30), ``max_inline_wait`` (longest wait inside a worker, default 30 s).
+  seconds, default 30), ``max_inline_wait`` (longest wait inside a worker, default 30 s),
+  ``rest_per_minute`` / ``graphql_per_minute`` (requests per token and minute, default 720 and
+  1600: 80% of GitHub's secondary limits; 0 turns pacing off), ``pace_window`` (seconds the
+  per-minute rates are counted over, default 60; an emulator with shorter windows uses less).
 
 The quota records and the token pool live in Redis (``redis_default``).
 """
@@ -23,10 +26,11 @@ from airflow.providers.common.compat.sdk import BaseHook
 from github_collector.client import GitHubClient, validate_base_url
 from github_collector.errors import ConfigError
 from github_collector.etag_cache import EtagCache
-from github_collector.quota import QuotaStore
+from github_collector.quota import DEFAULT_PACE, QuotaStore
 
 DEFAULT_BASE_URL = "https://api.github.com"
 DEFAULT_PREFIX = "ghc:"
+CONNECT_TIMEOUT = 5.0
 
 
 def _mask(value: str) -> None:
@@ -87,6 +91,11 @@ def parse_settings(
         "reserve": int(_number("reserve", 50, 0, 100_000)),
         "timeout": _number("timeout", 30, 1, 600),
         "max_inline_wait": _number("max_inline_wait", 30, 0, 900),
+        "per_minute": {
+            "core": int(_number("rest_per_minute", DEFAULT_PACE["core"], 0, 100_000)),
+            "graphql": int(_number("graphql_per_minute", DEFAULT_PACE["graphql"], 0, 100_000)),
+        },
+        "pace_window": _number("pace_window", 60, 1, 3600),
     }
 
 
@@ -130,7 +139,16 @@ class GitHubHook(BaseHook):
         return RedisHook(redis_conn_id=self.redis_conn_id).get_conn()
 
     def get_quota_store(self) -> QuotaStore:
-        return QuotaStore(self.redis, prefix=self.key_prefix, reserve=self.settings["reserve"])
+        s = self.settings
+        return QuotaStore(
+            self.redis,
+            prefix=self.key_prefix,
+            reserve=s["reserve"],
+            per_minute=s["per_minute"],
+            pace_window_s=s["pace_window"],
+            # a lease outlives the longest request (connect + read timeout), not much more
+            lease_ttl_ms=int((CONNECT_TIMEOUT + s["timeout"] + 10) * 1000),
+        )
 
     def get_conn(self) -> GitHubClient:
         """Build the client lazily: nothing is read or connected before a task runs."""
@@ -141,7 +159,7 @@ class GitHubHook(BaseHook):
                 s["tokens"],
                 self.get_quota_store(),
                 EtagCache(self.redis, prefix=self.key_prefix),
-                timeout=(5.0, s["timeout"]),
+                timeout=(CONNECT_TIMEOUT, s["timeout"]),
                 max_inline_wait=s["max_inline_wait"],
                 reservation_id=self.reservation_id,
             )

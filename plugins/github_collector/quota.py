@@ -9,6 +9,7 @@ Keys (all under the store's prefix; a token appears only as its fingerprint):
 
 - ``quota:{fp}:{resource}``  hash limit/remaining/used/reset
 - ``lease:{fp}``             who is sending a request with this token right now (one at a time)
+- ``pace:{fp}:{resource}``   the token's requests in the last pace window (secondary limits)
 - ``cooldown:{fp}``          epoch until which a secondary limit told us to keep off this token
 - ``rejected:{fp}``          GitHub answered 401 for this token
 - ``reservations:{resource}`` / ``reservations_exp:{resource}``  budgets held by running batches
@@ -17,6 +18,8 @@ Keys (all under the store's prefix; a token appears only as its fingerprint):
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -25,13 +28,29 @@ from dataclasses import dataclass
 from github_collector.errors import ConfigError, NoUsableToken, QuotaExhausted
 
 RESOURCES = ("core", "graphql")
-LEASE_TTL_MS = 120_000  # longer than any single request may take, shorter than a stuck worker matters
+LEASE_TTL_MS = 45_000  # default: longer than a request may take (connect + read timeout)
 REJECTED_TTL_S = 86_400
+# GitHub's secondary limits: 900 points/min for REST, 2,000 for GraphQL; a GET or a query
+# costs 1. Pacing keeps every token at 80% of them, leaving room for clock skew and for
+# other clients of the same token.
+SECONDARY_PER_MINUTE = {"core": 900, "graphql": 2000}
+DEFAULT_PACE = {r: int(n * 0.8) for r, n in SECONDARY_PER_MINUTE.items()}
+_HOST = socket.gethostname()
 
 
 def fingerprint(token: str) -> str:
     """A short, stable, non-reversible name for a token, safe for logs and keys."""
     return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -58,17 +77,20 @@ end
 return 0
 """
 
-# Lease the usable token with the most remaining quota. KEYS come in four groups of n:
-# quota, lease, cooldown, rejected. Returns {index} on success, {0, 'busy'} when every
-# usable token is leased, {-1, earliest_ready} when none has quota, {-2} when all rejected,
-# {-3, limit} when no token's whole window can pay the cost above the reserve (a reserve
-# set at or above the token's limit would otherwise wait forever).
+# Lease the usable token with the most remaining quota. KEYS come in five groups of n:
+# quota, lease, cooldown, rejected, pace. Returns {index} on success, {0, 'busy'} when every
+# usable token is leased, {-1, earliest_ready} when none has quota (or per-minute room),
+# {-2} when all rejected, {-3, limit} when no token's whole window can pay the cost above the
+# reserve (a reserve set at or above the token's limit would otherwise wait forever).
+# pace is a sorted set of the token's requests in the last ARGV[9] seconds: GitHub's
+# secondary limits count points per minute, so a token with ARGV[8] of them is not used
+# until the oldest leaves the window (ARGV[8] = 0 turns pacing off).
 _LEASE = """
 local n = tonumber(ARGV[6]); local now = tonumber(ARGV[1]); local cost = tonumber(ARGV[2])
 local reserve = tonumber(ARGV[3])
 local best = 0; local best_rem = -1; local busy = 0; local earliest = -1; local alive = 0
 local too_small = 0; local small_limit = -1
-local prefer = tonumber(ARGV[7])
+local prefer = tonumber(ARGV[7]); local per_window = tonumber(ARGV[8]); local window = tonumber(ARGV[9])
 for i = 1, n do
   local h0 = redis.call('HGET', KEYS[i], 'limit')
   if h0 and tonumber(h0) - cost < reserve then
@@ -76,8 +98,18 @@ for i = 1, n do
   elseif redis.call('EXISTS', KEYS[3*n + i]) == 0 then
     alive = alive + 1
     local cd = tonumber(redis.call('GET', KEYS[2*n + i]) or '0')
-    if cd > now then
-      if earliest < 0 or cd < earliest then earliest = cd end
+    local paced = -1
+    if per_window > 0 then
+      redis.call('ZREMRANGEBYSCORE', KEYS[4*n + i], '-inf', now - window)
+      if redis.call('ZCARD', KEYS[4*n + i]) >= per_window then
+        local oldest = redis.call('ZRANGE', KEYS[4*n + i], 0, 0, 'WITHSCORES')
+        paced = tonumber(oldest[2]) + window
+      end
+    end
+    if cd > now or paced > now then
+      local ready = cd
+      if paced > ready then ready = paced end
+      if earliest < 0 or ready < earliest then earliest = ready end
     else
       local h = redis.call('HMGET', KEYS[i], 'limit', 'remaining', 'reset')
       local rem = cost + reserve
@@ -106,6 +138,10 @@ for i = 1, n do
 end
 if best > 0 then
   redis.call('SET', KEYS[n + best], ARGV[4], 'PX', ARGV[5])
+  if per_window > 0 then
+    redis.call('ZADD', KEYS[4*n + best], now, ARGV[4])
+    redis.call('EXPIRE', KEYS[4*n + best], math.ceil(window) + 1)
+  end
   return {best}
 end
 if alive == 0 and too_small > 0 then return {-3, tostring(small_limit)} end
@@ -187,10 +223,24 @@ class Reservation:
 class QuotaStore:
     """Shared quota state and token pool for a fixed list of token fingerprints."""
 
-    def __init__(self, redis, prefix: str = "ghc:", reserve: int = 50) -> None:
+    def __init__(
+        self,
+        redis,
+        prefix: str = "ghc:",
+        reserve: int = 50,
+        *,
+        per_minute: Mapping[str, int] | None = None,
+        pace_window_s: float = 60.0,
+        lease_ttl_ms: int = LEASE_TTL_MS,
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.reserve = int(reserve)
+        # Requests allowed per token and resource in any pace window (0 = no pacing).
+        rates = DEFAULT_PACE if per_minute is None else per_minute
+        self.pace_window_s = float(pace_window_s)
+        self.per_window = {r: int(rates.get(r, 0) * self.pace_window_s / 60) for r in RESOURCES}
+        self.lease_ttl_ms = int(lease_ttl_ms)
         self._update = redis.register_script(_UPDATE)
         self._lease = redis.register_script(_LEASE)
         self._release = redis.register_script(_RELEASE)
@@ -284,10 +334,13 @@ class QuotaStore:
             + [self._k("lease", fp) for fp in fps]
             + [self._k("cooldown", fp) for fp in fps]
             + [self._k("rejected", fp) for fp in fps]
+            + [self._k("pace", fp, resource) for fp in fps]
         )
-        owner = uuid.uuid4().hex
+        # host:pid lets a waiting process on the same host free the lease of a killed one.
+        owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex}"
         pref = fps.index(prefer) + 1 if prefer in fps else 0
-        res = self._lease(keys=keys, args=[now, cost, self.reserve, owner, LEASE_TTL_MS, n, pref])
+        args = [now, cost, self.reserve, owner, self.lease_ttl_ms, n, pref]
+        res = self._lease(keys=keys, args=[*args, self.per_window.get(resource, 0), self.pace_window_s])
         code = int(res[0])
         if code > 0:
             return Lease(code - 1, fps[code - 1], owner)
@@ -305,6 +358,23 @@ class QuotaStore:
 
     def release(self, lease: Lease) -> None:
         self._release(keys=[self._k("lease", lease.fingerprint)], args=[lease.owner])
+
+    def reap_dead_leases(self, fps: Iterable[str]) -> list[str]:
+        """Free leases held by processes of this host that no longer exist (a killed worker).
+
+        Leases of other hosts are left to their TTL: their liveness cannot be seen from here.
+        """
+        freed = []
+        for fp in fps:
+            raw = self.redis.get(self._k("lease", fp))
+            owner = raw.decode() if isinstance(raw, bytes) else raw
+            host, _, rest = (owner or "").partition(":")
+            pid = rest.partition(":")[0]
+            if host != _HOST or not pid.isdigit() or _alive(int(pid)):
+                continue
+            if self._release(keys=[self._k("lease", fp)], args=[owner]):
+                freed.append(fp)
+        return freed
 
     # -- batch budgets ----------------------------------------------------------------------
     def reserve_budget(
