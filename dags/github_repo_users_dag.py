@@ -6,9 +6,11 @@ stargazers and watchers where GitHub allows it — with their full profiles, ins
 API quota, into Postgres.
 
 1. **plan** checks the Params, deduplicates the repositories and splits them into batches.
-2. per batch, **quota_gate** (RateLimitSensor) waits, deferred, until the token pool covers
-   the batch, then reserves that budget; **fetch** collects the batch into Redis with a
-   checkpoint after every page, and defers itself until the reset if quota runs out.
+2. a fixed number of mapped **fetch slots** (`GITHUB_REPO_USERS_FETCH_SLOTS`, default 8) take
+   the batches one at a time. Per slot, **quota_gate** (RateLimitSensor) waits, deferred,
+   until the token pool covers the slot's next batch, then reserves that budget; **fetch**
+   collects batches into Redis with a checkpoint after every page, and defers itself until
+   the reset if quota runs out. Slots with no batch left are skipped.
 3. **commit** upserts everything staged into Postgres on (repo, user), even when a batch
    failed, then fails the run if one did.
 
@@ -30,6 +32,7 @@ from github_collector.run_tasks import commit_run, plan_run
 from github_collector.sensors import RateLimitSensor
 
 SCHEMA = params_schema()
+SLOTS = settings.fetch_slots()
 
 
 @dag(
@@ -55,7 +58,8 @@ SCHEMA = params_schema()
         ),
         "batch_size": Param(
             50,
-            description="Repositories per mapped fetch task (50 share one summary query: cheapest incremental runs).",
+            description="Repositories per batch, the unit a fetch slot takes and checkpoints "
+            "(50 share one summary query: cheapest incremental runs).",
             **SCHEMA["batch_size"],
         ),
         "full_refresh": Param(
@@ -67,16 +71,14 @@ SCHEMA = params_schema()
 )
 def github_repo_users():
     @task
-    def plan(**context) -> list[list[str]]:
+    def plan(**context) -> dict:
         return plan_run(context["params"], context["dag"].dag_id, context["run_id"])
 
     @task_group
-    def collect(batch: list[str]):
-        gate = RateLimitSensor(task_id="quota_gate", batch=batch)
+    def collect(slot: int):
+        gate = RateLimitSensor(task_id="quota_gate", slot=slot, map_index_template="slot {{ task.slot }}")
         fetch = FetchBatchOperator(
-            task_id="fetch",
-            batch=batch,
-            map_index_template="{{ task.batch[0] }}{% if task.batch | length > 1 %} +{{ task.batch | length - 1 }}{% endif %}",
+            task_id="fetch", slot=slot, map_index_template="{{ slot_label | default('slot ' ~ task.slot) }}"
         )
         gate >> fetch
 
@@ -84,7 +86,9 @@ def github_repo_users():
     def commit(**context) -> dict:
         return commit_run(context["dag"].dag_id, context["run_id"], context.get("logical_date"))
 
-    collect.expand(batch=plan()) >> commit()
+    # Expanding over a list fixed at parse time, not over plan's XCom: Airflow 2.11's
+    # `dags backfill` deadlocks on XCom-mapped tasks (apache/airflow#25730, #34012).
+    plan() >> collect.expand(slot=list(range(SLOTS))) >> commit()
 
 
 github_repo_users()

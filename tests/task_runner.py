@@ -1,7 +1,7 @@
 """Run one of the DAG's tasks for a given run, in this process, as a worker would.
 
     python tests/task_runner.py plan RUN_ID '{"repositories": [...], ...}'
-    python tests/task_runner.py fetch RUN_ID MAP_INDEX TRY_NUMBER
+    python tests/task_runner.py fetch RUN_ID SLOT TRY_NUMBER
     python tests/task_runner.py commit RUN_ID
 
 It calls the same functions and operator the DAG wires, with a minimal task-instance
@@ -28,8 +28,9 @@ def main(argv: list[str]) -> int:
     elif what == "fetch":
         from github_collector.operators import FetchBatchOperator
 
-        ti = SimpleNamespace(dag_id=DAG_ID, run_id=run_id, map_index=int(argv[2]), try_number=int(argv[3]))
-        op = FetchBatchOperator(task_id="fetch", batch=[])
+        slot = int(argv[2])
+        ti = SimpleNamespace(dag_id=DAG_ID, run_id=run_id, map_index=slot, try_number=int(argv[3]))
+        op = FetchBatchOperator(task_id="fetch", slot=slot)
         print(json.dumps(op.execute({"ti": ti})))
     elif what == "commit":
         print(json.dumps(commit_run(DAG_ID, run_id), default=str))

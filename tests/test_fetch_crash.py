@@ -72,8 +72,8 @@ def _run_all(env, run_id, names, batches_expected=None):
 def test_injected_crash_after_k_steps_then_retry(setup, dataset, redis_client, key_prefix):
     srv, env, dsn, names = setup
     run_id = "crash-injected"
-    batches = _run_all(env, run_id, names)
-    assert len(batches) == 1
+    summary = _run_all(env, run_id, names)
+    assert summary["batches"] == 1
     crashed = task(env, "fetch", run_id, "0", "1", extra={"GITHUB_REPO_USERS_CRASH_AFTER_STEPS": "4"})
     assert crashed.returncode == 137, crashed.stderr[-1500:]
     staging = Staging(redis_client, run_namespace(key_prefix, "github_repo_users", run_id))

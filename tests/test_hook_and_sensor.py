@@ -85,9 +85,9 @@ def test_estimate_counts_contributor_pages_and_packed_graphql():
 
 @pytest.mark.unit
 def test_non_deferrable_sensor_reschedules():
-    assert RateLimitSensor(task_id="g", batch=["a/b"], deferrable=False).mode == "reschedule"
-    sensor = RateLimitSensor(task_id="g2", batch=["a/b"])
-    assert sensor.deferrable and "batch" in sensor.template_fields
+    assert RateLimitSensor(task_id="g", slot=0, deferrable=False).mode == "reschedule"
+    sensor = RateLimitSensor(task_id="g2", slot=1)
+    assert sensor.deferrable and "slot" in sensor.template_fields
 
 
 def _context(run_id: str, map_index: int = 0):
@@ -120,13 +120,13 @@ def test_sensor_reserves_when_quota_covers_and_defers_to_the_reset_when_not(
     Staging(redis_client, ns).save_plan(
         {"relations": ["contributors", "forkers"], "batches": [["a/b"] * 10] * 3}
     )
-    batch = ["a/b"] * 10  # needs 10 core + 2 graphql
-    s0 = RateLimitSensor(task_id="g", batch=batch)
+    # each batch needs 10 core + 2 graphql
+    s0 = RateLimitSensor(task_id="g", slot=0)
     assert s0.poke(_context("run-1", 0)) is True  # seeded from /rate_limit, then reserved
-    held = redis_client.hget(f"{key_prefix}reservations:core", reservation_id(_context("run-1", 0)))
+    held = redis_client.hget(f"{key_prefix}reservations:core", reservation_id(_context("run-1", 0), 0))
     assert int(held) == 10
-    assert RateLimitSensor(task_id="g", batch=batch).poke(_context("run-1", 1)) is True  # 20 of 25 usable
-    third = RateLimitSensor(task_id="g", batch=batch)
+    assert RateLimitSensor(task_id="g", slot=1).poke(_context("run-1", 1)) is True  # 20 of 25 usable
+    third = RateLimitSensor(task_id="g", slot=2)
     with pytest.raises(TaskDeferred) as deferred:
         third.execute(_context("run-1", 2))
     store = QuotaStore(redis_client, prefix=key_prefix)
@@ -134,5 +134,14 @@ def test_sensor_reserves_when_quota_covers_and_defers_to_the_reset_when_not(
     assert deferred.value.method_name == "execute_complete"
     assert abs(deferred.value.trigger.moment.timestamp() - (reset + 1)) < 1.5
     # Nothing half-reserved is left behind by the refused batch.
-    assert redis_client.hget(f"{key_prefix}reservations:core", reservation_id(_context("run-1", 2))) is None
+    assert (
+        redis_client.hget(f"{key_prefix}reservations:core", reservation_id(_context("run-1", 2), 2)) is None
+    )
     assert store.state(fingerprint(token), "core") == QuotaState(30, 30, 0, reset)  # the sensor spent nothing
+    # Once other slots have claimed every batch, a slot has nothing to wait for: it is skipped.
+    staging = Staging(redis_client, ns)
+    assert [staging.next_batch(s, 3) for s in (0, 1, 2)] == [0, 1, 2]
+    from airflow.providers.common.compat.sdk import AirflowSkipException
+
+    with pytest.raises(AirflowSkipException, match="slot 3"):
+        RateLimitSensor(task_id="g", slot=3).poke(_context("run-1", 3))

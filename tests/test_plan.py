@@ -29,13 +29,6 @@ def test_batches_split_by_size_and_keep_order():
     assert plan["batches"] == [repos[0:3], repos[3:6], repos[6:7]]
 
 
-def test_batch_size_grows_to_respect_max_map_length():
-    repos = [f"o/r{i}" for i in range(50)]
-    plan = build_plan(repos, RELS, 1, max_map_length=8)
-    assert len(plan["batches"]) <= 8
-    assert sum(len(b) for b in plan["batches"]) == 50
-
-
 @pytest.mark.parametrize(
     ("value", "named"),
     [

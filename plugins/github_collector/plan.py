@@ -8,7 +8,6 @@ effect, with a message that names it.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import unicodedata
@@ -25,7 +24,6 @@ _REPO = re.compile(REPO_PATTERN)
 MAX_REPO_LEN = 140
 MAX_REPOS = 10_000
 BATCH_MIN, BATCH_MAX = 1, 500
-MAX_MAP_LENGTH = 1024  # Airflow's default [core] max_map_length
 
 DEFAULT_RELATIONS = ["contributors", "forkers", "stargazers", "watchers"]
 DEFAULT_REPOS_FILE = Path(__file__).resolve().parents[2] / "include" / "repositories.json"
@@ -91,7 +89,6 @@ def build_plan(
     relations: object,
     batch_size: object,
     full_refresh: object = False,
-    max_map_length: int = MAX_MAP_LENGTH,
 ) -> dict:
     """Check everything, deduplicate, and batch. Raises InvalidInput before any side effect."""
     if not isinstance(repositories, list | tuple) or not repositories:
@@ -109,8 +106,6 @@ def build_plan(
         if name not in seen:
             seen.add(name)
             repos.append(name)
-    # Keep the mapped count under max_map_length by growing batches if needed.
-    size = max(size, math.ceil(len(repos) / max_map_length))
     batches = [repos[i : i + size] for i in range(0, len(repos), size)]
     return {
         "repositories": repos,

@@ -8,7 +8,7 @@ from typing import Any
 
 from github_collector import loader, settings
 from github_collector.plan import build_plan
-from github_collector.staging import Staging, StagingLost, run_namespace
+from github_collector.staging import LOST_MESSAGE, Staging, StagingLost, run_namespace
 
 log = logging.getLogger(__name__)
 KINDS = ("repos", "users", "links")  # commit order: links refer to repos and users
@@ -24,10 +24,11 @@ def _redis(redis_conn_id: str):
     return RedisHook(redis_conn_id=redis_conn_id).get_conn()
 
 
-def plan_run(
-    params: dict, dag_id: str, run_id: str, redis_conn_id: str = settings.REDIS_CONN_ID
-) -> list[list[str]]:
-    """Validate params (before any side effect), batch, and record the plan in Redis."""
+def plan_run(params: dict, dag_id: str, run_id: str, redis_conn_id: str = settings.REDIS_CONN_ID) -> dict:
+    """Validate params (before any side effect), batch, and record the plan in Redis.
+
+    Returns a summary; the fetch slots read the plan itself from Redis.
+    """
     plan = build_plan(
         params.get("repositories"),
         params.get("relations"),
@@ -43,6 +44,8 @@ def plan_run(
     ):
         log.info("plan already recorded for this run; keeping its checkpoints")
     else:
+        if existing is not None:  # checkpoints of another plan would resume the wrong batches
+            staging.drop()
         staging.save_plan(plan)
     log.info(
         "%d repositories in %d batches of up to %d",
@@ -50,7 +53,13 @@ def plan_run(
         len(plan["batches"]),
         plan["batch_size"],
     )
-    return plan["batches"]
+    return {
+        "repositories": len(plan["repositories"]),
+        "batches": len(plan["batches"]),
+        "batch_size": plan["batch_size"],
+        "relations": plan["relations"],
+        "full_refresh": plan["full_refresh"],
+    }
 
 
 def commit_run(
@@ -61,7 +70,26 @@ def commit_run(
     postgres_conn_id: str = settings.POSTGRES_CONN_ID,
     chunk: int | None = None,
 ) -> dict:
-    """Upsert everything staged, chunk by chunk; fail after committing if a batch failed."""
+    """Upsert everything staged, chunk by chunk; fail after committing if a batch failed.
+
+    Lost staging fails at once, without Airflow's retries: retrying cannot bring it back.
+    """
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    try:
+        return _commit(dag_id, run_id, logical_date, redis_conn_id, postgres_conn_id, chunk)
+    except StagingLost as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+def _commit(
+    dag_id: str,
+    run_id: str,
+    logical_date: Any,
+    redis_conn_id: str,
+    postgres_conn_id: str,
+    chunk: int | None,
+) -> dict:
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     chunk = chunk or settings.commit_chunk()
@@ -69,7 +97,7 @@ def commit_run(
     staging = Staging(_redis(redis_conn_id), ns)
     plan = staging.load_plan()
     if plan is None:
-        raise StagingLost("this run's plan is gone from Redis: nothing can be committed; clear the whole run")
+        raise StagingLost(LOST_MESSAGE)
     staging.check_intact()
     outcomes = staging.outcomes(len(plan["batches"]))
     conn = PostgresHook(postgres_conn_id=postgres_conn_id).get_conn()
@@ -83,6 +111,7 @@ def commit_run(
                 staging.delete_fields(kind, fields)  # only after the chunk's transaction committed
                 committed[kind] += len(docs)
         failed = sorted(i for i, o in outcomes.items() if o != "done")
+        claims = staging.claims() if failed else {}
         counts = {
             "committed": committed,
             "batches": len(plan["batches"]),
@@ -97,9 +126,13 @@ def commit_run(
     log.info("commit %s: %s", status, counts)
     if failed:
         # Checkpoints of the failed batches stay in Redis, so clearing them resumes where they stopped.
+        where = ", ".join(
+            f"{i} ({'slot ' + str(claims[i]) if i in claims else 'never started'})" for i in failed[:20]
+        )
         raise BatchesFailed(
-            f"{len(failed)} of {len(plan['batches'])} batches did not finish (indexes {failed[:20]}); "
-            "what they and the others staged is committed, the run is not complete"
+            f"{len(failed)} of {len(plan['batches'])} batches did not finish: {where}; what was staged "
+            "is committed, but the run is not complete. Clear the failed fetch slots (or the whole run) "
+            "to resume them from their checkpoints"
         )
     staging.drop()
     return counts

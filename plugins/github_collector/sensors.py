@@ -1,8 +1,8 @@
-"""RateLimitSensor: start a batch only when the token pool can pay for it.
+"""RateLimitSensor: start a fetch slot only when the token pool can pay for its next batch.
 
-It runs per batch (inside the mapped task group) rather than once before the fan-out: each
-batch then holds its own reservation, so batches that start together cannot all count the
-same remaining units, and a batch waiting for a reset does not hold back batches that fit.
+It runs per slot (inside the mapped task group) rather than once before the fan-out: each
+slot then holds its own reservation, so slots that start together cannot all count the
+same remaining units, and a slot waiting for a reset does not hold back slots that fit.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.providers.common.compat.sdk import BaseSensorOperator
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException, BaseSensorOperator
 
 from github_collector import settings
 from github_collector.hook import GitHubHook
-from github_collector.queries import GRAPHQL_RELATIONS, RELATIONS
+from github_collector.queries import GRAPHQL_RELATIONS
 from github_collector.quota import RESOURCES
-from github_collector.staging import Staging, run_namespace
+from github_collector.staging import LOST_MESSAGE, Staging, run_namespace
 
 CONNECTIONS_PER_QUERY = 10
 
@@ -36,22 +36,25 @@ def estimate_cost(batch: Sequence[str], relations: Sequence[str]) -> dict[str, i
     return {"core": core, "graphql": graphql}
 
 
-def reservation_id(context: Any) -> str:
+def reservation_id(context: Any, slot: int) -> str:
     ti = context["ti"]
     ns = run_namespace(settings.key_prefix(), ti.dag_id, ti.run_id)
-    return f"{ns}batch:{ti.map_index}"
+    return f"{ns}slot:{slot}"
 
 
 class RateLimitSensor(BaseSensorOperator):
-    """Wait, without holding a worker slot, until the quota covers a batch; then reserve it."""
+    """Wait, without holding a worker slot, until the quota covers a slot's next batch; then reserve it.
 
-    template_fields: Sequence[str] = ("batch", "relations", "github_conn_id", "redis_conn_id")
+    A slot with no batch left to take (more slots than batches) is skipped, and so is its fetch.
+    """
+
+    template_fields: Sequence[str] = ("slot", "relations", "github_conn_id", "redis_conn_id")
     ui_color = "#f0e4ff"
 
     def __init__(
         self,
         *,
-        batch: Sequence[str],
+        slot: int,
         relations: Sequence[str] | None = None,
         github_conn_id: str = settings.GITHUB_CONN_ID,
         redis_conn_id: str = settings.REDIS_CONN_ID,
@@ -62,7 +65,7 @@ class RateLimitSensor(BaseSensorOperator):
             kwargs.setdefault("mode", "reschedule")
         kwargs.setdefault("poke_interval", 60)
         super().__init__(**kwargs)
-        self.batch = batch
+        self.slot = slot
         self.relations = relations
         self.github_conn_id = github_conn_id
         self.redis_conn_id = redis_conn_id
@@ -71,20 +74,28 @@ class RateLimitSensor(BaseSensorOperator):
 
     def poke(self, context: Any) -> bool:
         hook = GitHubHook(self.github_conn_id, self.redis_conn_id, key_prefix=settings.key_prefix())
+        ti = context["ti"]
+        staging = Staging(hook.redis, run_namespace(settings.key_prefix(), ti.dag_id, ti.run_id))
+        plan = staging.load_plan()
+        if plan is None:
+            raise AirflowFailException(LOST_MESSAGE)
+        index = staging.peek_batch(int(self.slot), len(plan["batches"]))
+        if index is None:
+            raise AirflowSkipException(f"slot {self.slot}: every batch is taken by other slots")
         client = hook.get_conn()
         client.ensure_quota_records(refresh_stale=True)  # free: GET /rate_limit
         store = hook.get_quota_store()
-        relations = self.relations or self._planned_relations(hook, context)
-        need = estimate_cost(list(self.batch), relations)
-        rid = reservation_id(context)
+        need = estimate_cost(plan["batches"][index], self.relations or plan["relations"])
+        rid = reservation_id(context, int(self.slot))
         waits: list[float] = []
         for resource in RESOURCES:
             if not need[resource]:
                 continue
             res = store.reserve_budget(client.fingerprints, resource, need[resource], rid)
             self.log.info(
-                "quota %s: need %s, available above reserves %s, held by other batches %s -> %s",
+                "quota %s for batch %s: need %s, available above reserves %s, held by other slots %s -> %s",
                 resource,
+                index,
                 need[resource],
                 res.available,
                 res.held,
@@ -98,12 +109,6 @@ class RateLimitSensor(BaseSensorOperator):
             return False
         return True
 
-    @staticmethod
-    def _planned_relations(hook: GitHubHook, context: Any) -> list[str]:
-        ti = context["ti"]
-        plan = Staging(hook.redis, run_namespace(settings.key_prefix(), ti.dag_id, ti.run_id)).load_plan()
-        return list(plan["relations"]) if plan else list(RELATIONS)
-
     def execute(self, context: Any) -> None:
         if not self.deferrable:
             return super().execute(context)
@@ -116,7 +121,7 @@ class RateLimitSensor(BaseSensorOperator):
 
         # +1 s: GitHub's reset is a whole second; resume within seconds of it, not before.
         moment = dt.datetime.fromtimestamp((self._next_check or 0) + 1, tz=dt.UTC)
-        self.log.info("quota short for this batch; deferring until %s", moment.isoformat())
+        self.log.info("quota short for this slot's next batch; deferring until %s", moment.isoformat())
         self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute_complete")
 
     def execute_complete(self, context: Any, event: Any = None) -> None:

@@ -22,3 +22,25 @@ def commit_chunk() -> int:
 
 def profile_max_age_hours() -> float:
     return float(os.environ.get("GITHUB_REPO_USERS_PROFILE_MAX_AGE_HOURS", "168"))
+
+
+DEFAULT_FETCH_SLOTS = 8
+MAX_FETCH_SLOTS = 256
+
+
+def fetch_slots() -> int:
+    """How many mapped fetch slots the DAG has; read when the DAG file is parsed.
+
+    The count is fixed at parse time on purpose: expanding over a list known when the file
+    is parsed (not over an upstream task's XCom) is what `airflow dags backfill` on Airflow
+    2.11 can run without deadlocking. Slots claim the run's batches as they go, so any number
+    of batches fits any number of slots. Every Airflow component must see the same value.
+    """
+    raw = os.environ.get("GITHUB_REPO_USERS_FETCH_SLOTS", "").strip()
+    if not raw:
+        return DEFAULT_FETCH_SLOTS
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_FETCH_SLOTS:
+        raise ValueError(
+            f"GITHUB_REPO_USERS_FETCH_SLOTS={raw!r} must be an integer from 1 to {MAX_FETCH_SLOTS}"
+        )
+    return int(raw)

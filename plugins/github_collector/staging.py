@@ -7,6 +7,9 @@ each other's keys. Under ``{prefix}run:{id}:``:
 - ``plan``                   the run's plan (JSON)
 - ``batch:{i}:state``        a batch's checkpoint (collector.BatchState, JSON)
 - ``batch:{i}:outcome``      done | failed: <reason>
+- ``next_batch``             how many batches fetch slots have claimed so far (a counter)
+- ``slot:{s}:claimed``       the batches slot ``s`` claimed, in order; a retried or resumed
+                             slot finishes these before it claims more
 - ``users``                  user_id -> record (full profiles overwrite list-only records)
 - ``links``                  "repo_id:user_id:relation" -> record
 - ``repos``                  requested name -> repo record
@@ -24,6 +27,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from redis.exceptions import WatchError
+
 from github_collector.collector import Step
 
 STAGE_TTL_S = 14 * 86_400  # staged data outlives a long outage, but not forever
@@ -36,6 +41,27 @@ def run_namespace(prefix: str, dag_id: str, run_id: str) -> str:
 
 class StagingLost(RuntimeError):
     """The run's staged data vanished from Redis (flushed or restarted without persistence)."""
+
+
+LOST_MESSAGE = (
+    "this run's staging in Redis is gone (Redis was flushed, or restarted without persistence): "
+    "what it had staged and not yet committed is lost, so this run cannot complete; nothing of it "
+    "is recorded as complete. Clear the whole DAG run (plan included) to collect again"
+)
+
+
+# Claim the next unclaimed batch for a slot, atomically, unless the run's staging is lost.
+# KEYS: next_batch, slot's claimed list, lost_sentinel. ARGV: batch count, TTL.
+# Returns the batch index, -1 when every batch is claimed, -2 when the staging is lost.
+_CLAIM = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return -2 end
+local i = redis.call('INCR', KEYS[1]) - 1
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if i >= tonumber(ARGV[1]) then return -1 end
+redis.call('RPUSH', KEYS[2], i)
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return i
+"""
 
 
 class Staging:
@@ -60,15 +86,54 @@ class Staging:
     def check_intact(self) -> None:
         """Raise if Redis lost this run's staging since the plan was written."""
         if not self.redis.exists(self.key("lost_sentinel")):
-            raise StagingLost(
-                "this run's staging in Redis is gone (Redis was flushed or restarted without "
-                "persistence); staged records since the last commit were lost and will be fetched again"
-            )
+            raise StagingLost(LOST_MESSAGE)
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def load_state(self, batch: int) -> dict | None:
         raw = self.redis.get(self.key("batch", batch, "state"))
         return json.loads(raw) if raw else None
+
+    # -- batches of a fetch slot -------------------------------------------------------------
+    def _unfinished_claims(self, slot: int) -> list[int]:
+        claimed = [int(i) for i in self.redis.lrange(self.key("slot", slot, "claimed"), 0, -1)]
+        if not claimed:
+            return []
+        done = self.redis.mget([self.key("batch", i, "outcome") for i in claimed])
+        return [i for i, o in zip(claimed, done, strict=True) if o not in (b"done", "done")]
+
+    def next_batch(self, slot: int, n_batches: int) -> int | None:
+        """The batch this slot works on next: one it claimed and did not finish (a retry or
+        a resumed deferral), else a newly claimed one; None when every batch is taken.
+
+        Slots claim batches as they go, so a slot that drew small repositories takes more
+        of them while another works through a big one.
+        """
+        unfinished = self._unfinished_claims(slot)
+        if unfinished:
+            return unfinished[0]
+        script = self.redis.register_script(_CLAIM)
+        keys = [self.key("next_batch"), self.key("slot", slot, "claimed"), self.key("lost_sentinel")]
+        got = int(script(keys=keys, args=[n_batches, STAGE_TTL_S]))
+        if got == -2:
+            raise StagingLost(LOST_MESSAGE)
+        return None if got < 0 else got
+
+    def peek_batch(self, slot: int, n_batches: int) -> int | None:
+        """What next_batch would return, without claiming anything (for the quota gate)."""
+        unfinished = self._unfinished_claims(slot)
+        if unfinished:
+            return unfinished[0]
+        taken = int(self.redis.get(self.key("next_batch")) or 0)
+        return taken if taken < n_batches else None
+
+    def claims(self) -> dict[int, int]:
+        """batch index -> the slot that claimed it."""
+        out: dict[int, int] = {}
+        for key in self.redis.scan_iter(match=self.key("slot", "*", "claimed"), count=1000):
+            slot = int((key.decode() if isinstance(key, bytes) else key)[len(self.ns) :].split(":")[1])
+            for i in self.redis.lrange(key, 0, -1):
+                out[int(i)] = slot
+        return out
 
     def set_outcome(self, batch: int, outcome: str) -> None:
         self.redis.set(self.key("batch", batch, "outcome"), outcome, ex=STAGE_TTL_S)
@@ -78,7 +143,28 @@ class Staging:
         return {i: (v.decode() if isinstance(v, bytes) else v) for i, v in enumerate(vals)}
 
     def write_step(self, batch: int, step: Step) -> None:
-        pipe = self.redis.pipeline(transaction=True)
+        """Store a step's records and the batch's new checkpoint in one transaction.
+
+        The transaction WATCHes the loss sentinel: if Redis lost the run's staging (flushed,
+        restarted without persistence), nothing is written into the emptied namespace, where
+        it would look like a complete stage of a run that lost its earlier pages.
+        """
+        sentinel = self.key("lost_sentinel")
+        for _ in range(3):
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.watch(sentinel)
+                if not pipe.exists(sentinel):
+                    raise StagingLost(LOST_MESSAGE)
+                pipe.multi()
+                self._queue_step(pipe, batch, step)
+                try:
+                    pipe.execute()
+                    return
+                except WatchError:  # the sentinel changed under us: look again
+                    continue
+        raise StagingLost(LOST_MESSAGE)
+
+    def _queue_step(self, pipe, batch: int, step: Step) -> None:
         users_key, links_key, repos_key = self.key("users"), self.key("links"), self.key("repos")
         for u in step.users:
             if u.get("profile_complete"):
@@ -102,7 +188,6 @@ class Staging:
                 pipe.hincrby(stats, f"cost_{res}", n)
         for k in (users_key, links_key, repos_key, stats):
             pipe.expire(k, STAGE_TTL_S)
-        pipe.execute()
 
     def stats(self) -> dict[str, int]:
         return {k.decode(): int(v) for k, v in self.redis.hgetall(self.key("stats")).items()}
