@@ -35,6 +35,7 @@ from github_collector.errors import (
     GraphQLTimeout,
     QuotaExhausted,
     TokenRejected,
+    TooManyRedirects,
 )
 from github_collector.etag_cache import EtagCache
 from github_collector.quota import QuotaState, QuotaStore, fingerprint
@@ -380,8 +381,11 @@ class GitHubClient:
             status = resp.status_code
             if status in REDIRECTS and resp.headers.get("location"):
                 self._spent("core", 1)
-                if len(redirects) >= MAX_REDIRECTS:
-                    raise GitHubUnavailable(f"more than {MAX_REDIRECTS} redirects from {urlsplit(url).path}")
+                if len(redirects) >= MAX_REDIRECTS or url in redirects:
+                    raise TooManyRedirects(
+                        f"{urlsplit(redirects[0] if redirects else url).path}: redirect "
+                        f"{'loop' if url in redirects else f'chain longer than {MAX_REDIRECTS}'}"
+                    )
                 redirects.append(url)
                 url = urljoin(url, resp.headers["location"])
                 continue
@@ -457,6 +461,12 @@ class GitHubClient:
             self._spent("graphql", spent)
             if resp.status_code != 200:
                 raise GitHubUnavailable(f"GraphQL answered HTTP {resp.status_code}")
+            if errors and not body.get("data") and not any(e.get("type") or e.get("path") for e in errors):
+                # GitHub's "Something went wrong while executing your query" (a timeout or an
+                # internal error): no data, untyped errors. Smaller queries are the cure.
+                raise GraphQLTimeout(
+                    f"GraphQL answered 200 with only an error: {str(errors[0].get('message'))[:120]}"
+                )
             return GraphQLResponse(body.get("data"), errors, spent, fp, with_email)
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from github_collector.client import GitHubClient
-from github_collector.errors import GraphQLError, GraphQLTimeout
+from github_collector.errors import GitHubUnavailable, GraphQLError, GraphQLTimeout, TooManyRedirects
 from github_collector.queries import GRAPHQL_RELATIONS, MAX_PAGE, RELATIONS, ConnectionPage, Query, RepoPart
 from github_collector.records import link, user_from_graphql, user_from_rest
 
@@ -39,6 +39,8 @@ COUNT_KEY = {"forkers": "forks", "stargazers": "stargazers", "watchers": "watche
 TIME_KEY = {"forkers": "createdAt", "stargazers": "starredAt"}  # relations with a high-water mark
 SUMMARIES_PER_QUERY = 50  # summaries fill no connection, so many share one query's point
 
+MAX_GRAPHQL_FAILURES = 8  # consecutive failed queries before the batch gives up (and Airflow retries)
+MAX_PART_ERRORS = 3  # failed answers for one repository before its open lists are recorded unavailable
 DEFAULT_NODE_BUDGET = 1000  # nodes per GraphQL query; halved on a 502/504
 MIN_NODE_BUDGET = 10
 NODES_PER_FIELD = 100  # GitHub's cap for nodes(ids:)
@@ -87,6 +89,14 @@ def _new_stream() -> dict:
         "hwm": None,
         "tried": [],
     }
+
+
+def all_not_found(errors: list[dict]) -> bool:
+    return bool(errors) and all(e.get("type") == "NOT_FOUND" for e in errors)
+
+
+def _messages(errors: list[dict]) -> str:
+    return "; ".join(sorted({str(e.get("message", ""))[:120] for e in errors})) or "no error given"
 
 
 def is_finished(state: dict) -> bool:
@@ -269,12 +279,18 @@ class Collector:
     ) -> None:
         try:
             resp = self.client.graphql(query.build, cost=query.estimated_cost(), exclude=exclude)
-        except GraphQLTimeout:
-            # GitHub gave up on the query; it still cost quota. Ask for half as much next time.
+        except GraphQLTimeout as exc:
+            # GitHub gave up on the query; it still cost quota. Ask for half as much next time,
+            # but not forever: a query that fails even at the smallest size is an outage.
+            failures = state.get("graphql_failures", 0) + 1
+            if failures > MAX_GRAPHQL_FAILURES:
+                raise GitHubUnavailable(f"GraphQL failed {failures - 1} times in a row: {exc}") from None
+            state["graphql_failures"] = failures
             state["node_budget"] = max(MIN_NODE_BUDGET, state["node_budget"] // 2)
-            log.warning("GraphQL query timed out; node budget now %s", state["node_budget"])
+            log.warning("%s; node budget now %s", exc, state["node_budget"])
             self._emit(Step(state=state))
             return
+        state["graphql_failures"] = 0
         data = resp.data or {}
         by_alias: dict[str, list[dict]] = {}
         for err in resp.errors:
@@ -289,9 +305,18 @@ class Collector:
         for i, (key, rels) in enumerate(plan):
             repo = state["repos"][key]
             node = data.get(f"r{i}")
+            errors = by_alias.get(f"r{i}", [])
+            if node is None and repo["status"] != PENDING and not all_not_found(errors):
+                # A repository already resolved failed this time (GitHub answers a part it could
+                # not serve with null and an error): ask again, a bounded number of times.
+                repo["part_errors"] = repo.get("part_errors", 0) + 1
+                if repo["part_errors"] >= MAX_PART_ERRORS:
+                    repo["detail"] = f"GraphQL kept failing: {_messages(errors)}"
+                    self._close_all(repo, REL_UNAVAILABLE)
+                step.repos.append(repo_record(repo))
+                continue
             if node is None:
-                errors = by_alias.get(f"r{i}", [])
-                if errors and all(e.get("type") == "NOT_FOUND" for e in errors):
+                if all_not_found(errors):
                     # GraphQL follows renames, so NOT_FOUND means gone or private: no REST call needed.
                     repo["status"] = NOT_FOUND
                     repo["detail"] = str(errors[0].get("message", ""))[:200]
@@ -304,6 +329,7 @@ class Collector:
                     self._close_all(repo, REL_UNAVAILABLE)
                 step.repos.append(repo_record(repo))
                 continue
+            repo["part_errors"] = 0
             if repo["status"] == PENDING:
                 self._apply_summary(repo, node)
             for rel in rels:
@@ -312,8 +338,14 @@ class Collector:
             step.repos.append(repo_record(repo))
 
         # Profiles asked for by node id (contributors). A null slot is a user GitHub no
-        # longer has: keep the list-item record we staged, drop it from pending.
-        asked = {nid for ids in query.node_ids for nid in ids}
+        # longer has: keep the list-item record we staged, drop it from pending. A whole
+        # field that failed (null, with an error) is asked again.
+        failed = [j for j in range(len(query.node_ids)) if data.get(f"u{j}") is None]
+        state["profile_errors"] = state.get("profile_errors", 0) + 1 if failed else 0
+        if state["profile_errors"] >= MAX_PART_ERRORS:  # bounded: give up on those, keep list items
+            log.warning("profile look-ups kept failing: %s", _messages(resp.errors))
+            state["profile_errors"], failed = 0, []
+        asked = {nid for j, ids in enumerate(query.node_ids) if j not in failed for nid in ids}
         for j in range(len(query.node_ids)):
             for node in data.get(f"u{j}") or []:
                 rec = user_from_graphql(node) if node else None
@@ -432,7 +464,12 @@ class Collector:
 
     def _resolve_via_rest(self, repo: dict, errors: list[dict]) -> None:
         """GraphQL could not give the repository: one REST GET says why (404, 451, moved...)."""
-        resp = self.client.rest(f"/repos/{repo['requested']}", conditional=False)
+        try:
+            resp = self.client.rest(f"/repos/{repo['requested']}", conditional=False)
+        except TooManyRedirects as exc:
+            repo["status"] = ERROR
+            repo["detail"] = str(exc)[:200]
+            return
         if resp.status == 200 and isinstance(resp.data, dict) and resp.data.get("id"):
             repo["repo_id"] = int(resp.data["id"])
             repo["full_name"] = resp.data["full_name"]
@@ -452,8 +489,15 @@ class Collector:
     def _contributors_page(self, state: dict, repo: dict) -> None:
         stream = repo["streams"]["contributors"]
         url = stream["cursor"] or f"/repos/{repo['full_name']}/contributors?per_page={self.page_size}"
-        resp = self.client.rest(url)
         step = Step(state=state)
+        try:
+            resp = self.client.rest(url)
+        except TooManyRedirects as exc:
+            stream.update(done=True, status=REL_UNAVAILABLE)
+            repo["detail"] = f"contributors: {exc}"[:200]
+            step.repos.append(repo_record(repo))
+            self._emit(step)
+            return
         if resp.status == 204:
             stream.update(done=True, status=REL_EMPTY)
         elif resp.status == 200 and isinstance(resp.data, list):

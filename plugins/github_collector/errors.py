@@ -49,8 +49,13 @@ class GitHubUnavailable(GitHubError):
     """Retries of a 5xx, a timeout or an unreadable body ran out."""
 
 
+class TooManyRedirects(GitHubUnavailable):
+    """A REST GET kept redirecting (a chain longer than GitHub makes, or a loop)."""
+
+
 class GraphQLTimeout(GitHubError):
-    """GitHub gave up on a GraphQL query (502/504): ask for smaller pages."""
+    """GitHub gave up on a GraphQL query (502/504, or a 200 whose only content is an error
+    saying something went wrong): ask for smaller pages."""
 
 
 class GraphQLError(GitHubError):

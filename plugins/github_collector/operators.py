@@ -18,7 +18,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperat
 
 from github_collector import settings
 from github_collector.collector import Collector, Step, new_batch_state
-from github_collector.errors import QuotaExhausted
+from github_collector.errors import ConfigError, NoUsableToken, QuotaExhausted
 from github_collector.hook import GitHubHook
 from github_collector.staging import LOST_MESSAGE, Staging, StagingLost, run_namespace
 
@@ -71,8 +71,8 @@ class FetchBatchOperator(BaseOperator):
     def execute(self, context: Any, event: Any = None) -> dict:
         try:
             return self._execute(context)
-        except StagingLost as exc:
-            # Retrying cannot bring lost staging back: fail now, with what to do.
+        except (StagingLost, ConfigError, NoUsableToken) as exc:
+            # Retrying cannot bring lost staging back or fix a connection: fail now, saying why.
             raise AirflowFailException(str(exc)) from None
         finally:
             if getattr(self, "_pg_conn", None) is not None:

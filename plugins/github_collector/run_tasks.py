@@ -7,7 +7,8 @@ import logging
 from typing import Any
 
 from github_collector import loader, settings
-from github_collector.plan import build_plan
+from github_collector.errors import ConfigError
+from github_collector.plan import InvalidInput, build_plan
 from github_collector.staging import LOST_MESSAGE, Staging, StagingLost, run_namespace
 
 log = logging.getLogger(__name__)
@@ -24,17 +25,50 @@ def _redis(redis_conn_id: str):
     return RedisHook(redis_conn_id=redis_conn_id).get_conn()
 
 
-def plan_run(params: dict, dag_id: str, run_id: str, redis_conn_id: str = settings.REDIS_CONN_ID) -> dict:
+def check_connections(github_conn_id: str, postgres_conn_id: str) -> None:
+    """Read and check the GitHub and Postgres connections, without contacting either.
+
+    A missing or malformed connection then fails the plan, before anything is written,
+    instead of the fetch or the commit after quota was spent.
+    """
+    from airflow.providers.common.compat.sdk import BaseHook
+
+    from github_collector.hook import GitHubHook
+
+    GitHubHook(github_conn_id).settings  # noqa: B018 - parsing is the check
+    try:
+        BaseHook.get_connection(postgres_conn_id)
+    except Exception as exc:
+        raise ConfigError(
+            f"Airflow connection {postgres_conn_id!r} is missing or unreadable ({type(exc).__name__}); "
+            "create it for the target Postgres database"
+        ) from None
+
+
+def plan_run(
+    params: dict,
+    dag_id: str,
+    run_id: str,
+    redis_conn_id: str = settings.REDIS_CONN_ID,
+    github_conn_id: str = settings.GITHUB_CONN_ID,
+    postgres_conn_id: str = settings.POSTGRES_CONN_ID,
+) -> dict:
     """Validate params (before any side effect), batch, and record the plan in Redis.
 
     Returns a summary; the fetch slots read the plan itself from Redis.
     """
-    plan = build_plan(
-        params.get("repositories"),
-        params.get("relations"),
-        params.get("batch_size"),
-        params.get("full_refresh", False),
-    )
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    try:
+        plan = build_plan(
+            params.get("repositories"),
+            params.get("relations"),
+            params.get("batch_size"),
+            params.get("full_refresh", False),
+        )
+        check_connections(github_conn_id, postgres_conn_id)
+    except (InvalidInput, ConfigError) as exc:
+        raise AirflowFailException(str(exc)) from None
     staging = Staging(_redis(redis_conn_id), run_namespace(settings.key_prefix(), dag_id, run_id))
     existing = staging.load_plan()
     if (
