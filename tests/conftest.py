@@ -96,3 +96,39 @@ def pg_database(run_id: str):
 @pytest.fixture()
 def pg_dsn(pg_database: str) -> str:
     return f"host=127.0.0.1 port=5432 user=postgres dbname={pg_database}"
+
+
+@pytest.fixture()
+def fresh_db(pg_dsn: str, pg_database: str, request):
+    """(name, dsn) of an empty database for one test, dropped afterwards."""
+    import psycopg
+
+    name = f"{pg_database}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # generated name, not user input
+    yield name, f"host=127.0.0.1 port=5432 user=postgres dbname={name}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+FIGURES: list[str] = []
+
+
+@pytest.fixture()
+def figure(request):
+    """figure("crash", kills=20, lost=0): a one-line result, repeated in the run's summary."""
+
+    def emit(name: str, **values: object) -> str:
+        line = f"FIGURE {name}: " + ", ".join(f"{k}={v}" for k, v in values.items())
+        print(line)
+        FIGURES.append(line)
+        return line
+
+    return emit
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        terminalreporter.section("fault figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
