@@ -293,25 +293,31 @@ class GitHubClient:
                     ) from None
                 self._backoff(attempt)
                 continue
-            self.quota.release(lease)
             self.stats.requests += 1
             self.stats.statuses[resp.status_code] += 1
-            self.quota.update_from_headers(fp, resp.headers, resource)
-            status = resp.status_code
+            # The token's records (and any cool-down) are updated before its lease is released,
+            # so no other worker can lease it in between and send into the same limit.
+            try:
+                self.quota.update_from_headers(fp, resp.headers, resource)
+                status = resp.status_code
+                secondary = status in (403, 429) and self._is_secondary(resp)
+                if secondary:
+                    self.stats.secondary_hits += 1
+                    secondary_tries += 1
+                    wait = self._secondary_wait(resp, secondary_tries)
+                    self.quota.cool_down(fp, time.time() + wait)
+                    log.warning("secondary rate limit on token %s: keeping off it for %.0f s", fp, wait)
+            finally:
+                self.quota.release(lease)
 
             if status == 401:
                 self._reject(fp)
                 continue  # the next lease skips it, or raises NoUsableToken
-            if status in (403, 429) and self._is_secondary(resp):
-                self.stats.secondary_hits += 1
-                secondary_tries += 1
+            if secondary:
                 if secondary_tries > self.max_secondary_tries:
                     raise GitHubUnavailable(
                         f"secondary rate limit persisted after {secondary_tries - 1} waits"
                     )
-                wait = self._secondary_wait(resp, secondary_tries)
-                self.quota.cool_down(fp, time.time() + wait)
-                log.warning("secondary rate limit on token %s: keeping off it for %.0f s", fp, wait)
                 continue  # _lease sleeps (bounded) or raises QuotaExhausted for the caller to defer
             if status in (403, 429) and resp.headers.get("x-ratelimit-remaining") == "0":
                 # Primary exhaustion of this token: its record says so now. If our clock runs

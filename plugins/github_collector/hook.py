@@ -95,7 +95,7 @@ def parse_settings(
             "core": int(_number("rest_per_minute", DEFAULT_PACE["core"], 0, 100_000)),
             "graphql": int(_number("graphql_per_minute", DEFAULT_PACE["graphql"], 0, 100_000)),
         },
-        "pace_window": _number("pace_window", 60, 1, 3600),
+        "pace_window": _number("pace_window", 60, 0.1, 3600),
     }
 
 
