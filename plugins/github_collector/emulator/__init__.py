@@ -5,6 +5,12 @@ cfg = EmulatorConfig(tokens=[TokenConfig(name="t1", token="tok-abc", collaborato
 with EmulatorServer(ds, cfg) as srv:
     ...  # srv.url, srv.stats(), srv.request_log(), srv.reset_quota(), srv.set_faults(...)
 ds.truth(token_name="t1")  # what a correct collector must end up with
+
+Faults (all off by default; srv.set_faults(...) or POST /_emulator/faults at runtime, seeded by
+fault_seed, counted in srv.stats()["faults"]): fault_502_rate, fault_burst, fault_slow_rate /
+fault_slow_seconds, fault_bad_json_rate, fault_graphql_error_rate, fault_graphql_partial_rate,
+fault_link_loop / fault_link_loop_to, fault_redirect_chain, fault_redirect_loop. app.py's docstring
+lists what each does and what it costs.
 """
 
 from __future__ import annotations

@@ -9,11 +9,25 @@ import math
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .config import EmulatorConfig, TokenConfig
 
 RESOURCES = ("core", "graphql", "search")
+# Names under which stats()["faults"] counts each injected fault (see app.py and rest.py).
+FAULT_KINDS = (
+    "502",  # fault_502_rate
+    "burst",  # fault_burst: one per answered 5xx
+    "slow",  # fault_slow_rate: one per stalled answer
+    "bad_json_truncated",  # fault_bad_json_rate: a 200 whose JSON body was cut
+    "bad_json_html",  # fault_bad_json_rate: a 200 carrying an HTML page
+    "graphql_error",  # fault_graphql_error_rate: data null + GitHub's internal error
+    "graphql_partial",  # fault_graphql_partial_rate: one field null + SERVICE_UNAVAILABLE
+    "link_loop",  # fault_link_loop: one per page whose rel="next" points back
+    "redirect_chain",  # fault_redirect_chain: one per injected 301
+    "redirect_loop",  # fault_redirect_loop: one per looping 301
+)
 
 
 @dataclass
@@ -63,7 +77,7 @@ class Accounting:
         self.status_counts: Counter = Counter()
         self.secondary_hits = 0
         self.primary_hits = 0
-        self.faults_injected = 0
+        self.faults: Counter = Counter(dict.fromkeys(FAULT_KINDS, 0))
         self.requests = 0
         self.log: deque = deque(maxlen=config.log_limit)
         self.reset()
@@ -167,24 +181,26 @@ class Accounting:
         status: int,
         resource: str,
         cost: int,
-        fault: bool = False,
+        faults: Iterable[str] = (),
     ) -> None:
+        """faults: the FAULT_KINDS injected into this answer (logged, and counted in stats)."""
+        faults = list(faults)
         with self.lock:
             self.requests += 1
             self.status_counts[str(status)] += 1
-            if fault:
-                self.faults_injected += 1
-            self.log.append(
-                {
-                    "t": self.clock(),
-                    "token": state.name if state else None,
-                    "method": method,
-                    "path": path,
-                    "status": status,
-                    "resource": resource,
-                    "cost": cost,
-                }
-            )
+            self.faults.update(faults)
+            entry = {
+                "t": self.clock(),
+                "token": state.name if state else None,
+                "method": method,
+                "path": path,
+                "status": status,
+                "resource": resource,
+                "cost": cost,
+            }
+            if faults:
+                entry["faults"] = faults
+            self.log.append(entry)
 
     def stats(self) -> dict:
         def windows(state: TokenState) -> dict:
@@ -201,7 +217,8 @@ class Accounting:
                 "requests_by_status": dict(self.status_counts),
                 "secondary_limit_hits": self.secondary_hits,
                 "primary_limit_hits": self.primary_hits,
-                "faults_injected": self.faults_injected,
+                "faults_injected": sum(self.faults.values()),
+                "faults": dict(self.faults),
                 "requests": self.requests,
                 "cost_by_token": {
                     name: {"core": s.cost["core"], "graphql": s.cost["graphql"]}

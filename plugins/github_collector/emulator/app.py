@@ -1,6 +1,25 @@
 """Request pipeline shared by every API route, independent of the HTTP server:
 auth -> injected faults -> secondary limits -> primary quota -> handler -> ETag -> headers -> log.
-Also serves the /_emulator/* control routes."""
+Also serves the /_emulator/* control routes, which no fault ever touches.
+
+Injected faults (EmulatorConfig fields, changed at runtime by set_faults() or POST /_emulator/faults;
+all off by default, random ones drawn from one generator seeded by fault_seed). Each is counted
+under stats()["faults"][kind] and listed in the request log entry's "faults":
+
+kind                setting                     answer                                      quota
+502                 fault_502_rate              502 {"message": "Server Error"}             free
+burst               fault_burst                 the next `count` requests: that 5xx         free
+slow                fault_slow_rate, _seconds   processed, then held back that long         charged
+bad_json_truncated  fault_bad_json_rate         a 200's JSON cut short (length consistent)  charged
+bad_json_html       fault_bad_json_rate         a 200 carrying GitHub's HTML error page     charged
+graphql_error       fault_graphql_error_rate    200 {"data": null, "errors": [...]}         charged
+graphql_partial     fault_graphql_partial_rate  a top-level field null, SERVICE_UNAVAILABLE charged
+link_loop           fault_link_loop, _to        last list page's rel="next" points back     charged
+redirect_chain      fault_redirect_chain        N 301 hops for a renamed repo's old name    charged
+redirect_loop       fault_redirect_loop         301s between the old name and another URL   charged
+
+"charged" means exactly what the same request costs without the fault (GitHub charges what it
+processed): REST 1 (a 301 included), GraphQL the query's cost."""
 
 from __future__ import annotations
 
@@ -13,11 +32,34 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .accounting import Accounting, TokenState, Window
-from .config import FAULT_FIELDS, EmulatorConfig
+from .config import FAULT_FIELDS, EmulatorConfig, normalize_faults
 from .data import RELATIONS, Dataset
 from .graphql_api import GraphQLApi
 from .rest import RestApi, RestRequest, error, family, not_found
 
+# Bodies GitHub sends with its own 5xx answers.
+SERVER_ERROR_MESSAGES = {
+    500: "Server Error",
+    502: "Server Error",
+    503: "No server is currently available to service your request. Sorry about that. Please try "
+    "resubmitting your request and contact us if the problem persists.",
+    504: "We couldn't respond to your request in time. Sorry about that. Please try resubmitting your "
+    "request and contact us if the problem persists.",
+}
+# What a client gets when GitHub's front end fails instead of the API (the "Unicorn!" page,
+# e.g. octokit/graphql.js#554); it comes with the headers of a normal answer.
+ERROR_PAGE_HTML = b"""<!DOCTYPE html>
+<html>
+  <head>
+    <meta http-equiv="Content-type" content="text/html; charset=utf-8">
+    <title>Unicorn! &middot; GitHub</title>
+  </head>
+  <body>
+    <p><strong>This page is taking too long to load.</strong></p>
+    <p>Sorry about that. Please try refreshing and contact us if the problem persists.</p>
+  </body>
+</html>
+"""
 API_VERSION = "2026-03-10"
 SECRET_PARAMS = frozenset({"access_token", "token", "client_secret", "client_id"})
 RATE_DOCS = "https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api"
@@ -28,6 +70,16 @@ class Response:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+
+
+@dataclass
+class _Draw:
+    """The random faults drawn for one request before it is processed."""
+
+    slow: bool = False
+    bad_json: str | None = None  # "bad_json_truncated" | "bad_json_html"
+    cut: float = 0.5  # where a truncated body is cut, as a fraction of the middle half
+    graphql: str | None = None  # "graphql_error" | "graphql_partial"
 
 
 def _json(obj: object) -> bytes:
@@ -69,6 +121,10 @@ class EmulatorApp:
         self._rng = random.Random(config.fault_seed)
         self._rng_lock = threading.Lock()
         self._request_seq = 0
+        self._burst_left, self._burst_status = 0, 502
+        self._arm_burst(config.fault_burst)
+        # set when the server stops, so requests held back by the slow fault end at once
+        self.stalls_released = threading.Event()
         ds.register_tokens(config.tokens)
 
     # ------------------------------------------------------------------ control
@@ -81,11 +137,14 @@ class EmulatorApp:
             raise ValueError(f"unknown settings or tokens: {sorted(unknown)}")
         if settings.get("primary_limit_status", 403) not in (403, 429):
             raise ValueError("primary_limit_status must be 403 or 429")
+        settings = normalize_faults(settings)
         for key, value in settings.items():
             setattr(self.config, key, value)
         if "fault_seed" in settings:
             with self._rng_lock:
                 self._rng.seed(settings["fault_seed"])
+        if "fault_burst" in settings:  # setting a burst (again) starts it afresh
+            self._arm_burst(settings["fault_burst"])
         for name, valid in token_valid.items():
             self.acc.set_valid(name, bool(valid))
 
@@ -120,6 +179,49 @@ class EmulatorApp:
             return Response(400, body=_json({"ok": False, "error": str(exc)}))
         return Response(404, body=_json({"ok": False, "error": "unknown control route"}))
 
+    # ------------------------------------------------------------------ faults
+    def _arm_burst(self, burst: dict | None) -> None:
+        with self._rng_lock:
+            self._burst_left = burst["count"] if burst else 0
+            self._burst_status = burst["status"] if burst else 502
+
+    def _take_burst(self) -> int | None:
+        """The status to answer with while a burst lasts, else None."""
+        with self._rng_lock:
+            if self._burst_left <= 0:
+                return None
+            self._burst_left -= 1
+            return self._burst_status
+
+    def _draw(self, is_graphql: bool) -> _Draw:
+        """Draw the random faults of one request. A rate of 0 draws nothing, so enabling one fault
+        leaves the sequence of the others (and of fault_502_rate) as it was."""
+        cfg, rng, draw = self.config, self._rng, _Draw()
+        with self._rng_lock:
+            if cfg.fault_slow_rate > 0:
+                draw.slow = rng.random() < cfg.fault_slow_rate
+            if cfg.fault_bad_json_rate > 0 and rng.random() < cfg.fault_bad_json_rate:
+                draw.bad_json = "bad_json_html" if rng.random() < 0.5 else "bad_json_truncated"
+                draw.cut = rng.random()
+            if (
+                is_graphql
+                and cfg.fault_graphql_error_rate > 0
+                and rng.random() < cfg.fault_graphql_error_rate
+            ):
+                draw.graphql = "graphql_error"
+            partial = cfg.fault_graphql_partial_rate
+            if is_graphql and draw.graphql is None and partial > 0 and rng.random() < partial:
+                draw.graphql = "graphql_partial"
+        return draw
+
+    @staticmethod
+    def _bad_body(body: bytes, draw: _Draw) -> bytes:
+        if draw.bad_json == "bad_json_html":
+            return ERROR_PAGE_HTML
+        # a strict prefix of a JSON object or array never parses; cut somewhere in the middle half
+        n = len(body)
+        return body[: max(1, min(n - 1, int(n * (0.25 + 0.5 * draw.cut))))]
+
     # ------------------------------------------------------------------ API
     def _request_id(self) -> str:
         with self._rng_lock:
@@ -149,16 +251,24 @@ class EmulatorApp:
         logged_query = [(k, "REDACTED" if k.lower() in SECRET_PARAMS else v) for k, v in query]
         log_path = path + (f"?{urlencode(logged_query)}" if query else "")
 
+        draw = _Draw()  # replaced once the request gets past the fixed faults and the concurrency limit
+
         def finish(
             result_status: int,
             payload: object,
             window: Window,
             cost: int = 0,
             extra: dict[str, str] | None = None,
-            fault: bool = False,
+            fault: str | None = None,
             who: TokenState | None = state,
         ) -> Response:
             resp = Response(result_status, body=b"" if payload is None else _json(payload))
+            faults = [fault] if fault else []
+            if draw.bad_json and result_status == 200 and resp.body:
+                resp.body = self._bad_body(resp.body, draw)  # headers stay those of a good answer
+                faults.append(draw.bad_json)
+            if draw.slow:
+                faults.append("slow")
             resp.headers.update(
                 {
                     "content-type": "application/json; charset=utf-8",
@@ -172,7 +282,7 @@ class EmulatorApp:
                     **(extra or {}),
                 }
             )
-            self.acc.record(who, method, log_path, result_status, resource, cost, fault)
+            self.acc.record(who, method, log_path, result_status, resource, cost, faults)
             return resp
 
         if not ok:
@@ -190,20 +300,32 @@ class EmulatorApp:
             )
         assert state is not None
         cfg = self.config
+        # 5xx answers come from GitHub's front end before any quota is looked at: they cost nothing
+        burst = self._take_burst()
+        if burst is not None:
+            message = {"message": SERVER_ERROR_MESSAGES[burst]}
+            return finish(burst, message, self.acc.snapshot(state, resource), fault="burst")
         with self._rng_lock:
             inject = cfg.fault_502_rate > 0 and self._rng.random() < cfg.fault_502_rate
         if inject:
-            return finish(502, {"message": "Server Error"}, self.acc.snapshot(state, resource), fault=True)
+            return finish(502, {"message": "Server Error"}, self.acc.snapshot(state, resource), fault="502")
 
         retry_after = self.acc.enter(state)
         if retry_after is not None:
             return self._secondary(finish, state, resource, retry_after, request_id)
         try:
+            draw = self._draw(is_graphql)
             if cfg.latency_ms:
                 time.sleep(cfg.latency_ms / 1000)  # a slow answer keeps the request in flight
             if is_graphql:
-                return self._graphql(method, state, body, request_id, finish)
-            return self._rest(method, path, query, headers, host, state, request_id, finish)
+                resp = self._graphql(method, state, body, request_id, finish, draw.graphql)
+            else:
+                resp = self._rest(method, path, query, headers, host, state, request_id, finish)
+            if draw.slow:
+                # processed and charged already, as GitHub charges what it processed; the answer is
+                # only held back (still in flight), so a client with a shorter timeout gives up
+                self.stalls_released.wait(cfg.fault_slow_seconds)
+            return resp
         finally:
             self.acc.leave(state)
 
@@ -245,14 +367,16 @@ class EmulatorApp:
             window,
         )
 
-    def _graphql(self, method: str, state: TokenState, body: bytes, request_id: str, finish) -> Response:
+    def _graphql(
+        self, method: str, state: TokenState, body: bytes, request_id: str, finish, fault: str | None
+    ) -> Response:
         if method != "POST":
             return finish(404, not_found().body, self.acc.snapshot(state, "graphql"))
         retry = self.acc.take_points(state, "graphql", 1, graphql=True)
         if retry is not None:
             return self._secondary(finish, state, "graphql", retry, request_id)
-        result = self.graphql.handle(state, body, request_id)
-        return finish(result.status, result.payload, result.window, result.cost)
+        result = self.graphql.handle(state, body, request_id, fault)
+        return finish(result.status, result.payload, result.window, result.cost, fault=result.fault)
 
     def _rest(
         self,
@@ -292,7 +416,7 @@ class EmulatorApp:
             extra["vary"] = "Accept, Authorization, Cookie, X-GitHub-OTP"
             if _etag_matches(headers.get("if-none-match"), etag):
                 # a 304 costs nothing against the primary limit
-                return finish(304, None, self.acc.snapshot(state, "core"), extra=extra)
+                return finish(304, None, self.acc.snapshot(state, "core"), extra=extra, fault=result.fault)
         if free:
             window = self.acc.snapshot(state, "core")
         else:
@@ -302,4 +426,4 @@ class EmulatorApp:
             cost = 1
         if method == "HEAD":
             payload = None
-        return finish(result.status, payload, window, cost, extra)
+        return finish(result.status, payload, window, cost, extra, fault=result.fault)

@@ -322,6 +322,10 @@ class Dataset:
 
     def is_collaborator(self, patterns: Iterable[str], repo: Repo) -> bool:
         """Collaborator patterns: "*" (every repo) or full names; old names of a renamed repo count."""
+        return self.repo_matches(patterns, repo)
+
+    def repo_matches(self, patterns: Iterable[str], repo: Repo) -> bool:
+        """Whether repo is named by one of the patterns: "*" or full names (old names count)."""
         for pattern in patterns:
             if pattern == "*":
                 return True

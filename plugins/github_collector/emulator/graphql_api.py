@@ -13,10 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from graphql import (
+    DocumentNode,
     FieldNode,
     GraphQLError,
     OperationDefinitionNode,
     execute,
+    get_nullable_type,
+    get_operation_ast,
+    is_list_type,
+    is_non_null_type,
     parse,
     validate,
 )
@@ -32,6 +37,13 @@ from .shapes import avatar_url, html_url
 EMAIL_SCOPES = ("user:email", "read:user")
 MAX_IDS = 100
 DOCS = "https://docs.github.com/graphql"
+# Injected partial failure. GitHub publishes no list of its GraphQL error types (github/docs#11071
+# asks for one); SERVICE_UNAVAILABLE on a single `path`, with the rest of `data` intact, is the
+# transient per-field failure that public clients of api.github.com/graphql handle, and "timedout"
+# is the message GitHub gives a field that ran out of time (e.g. advanced-security/
+# sbom-generator-action#4, ossf/pvtr-github-repo-scanner#77).
+PARTIAL_ERROR_TYPE = "SERVICE_UNAVAILABLE"
+PARTIAL_ERROR_MESSAGE = "timedout"
 
 
 @dataclass
@@ -40,6 +52,7 @@ class GraphQLResult:
     payload: dict | None  # None = no body
     window: Window
     cost: int = 0
+    fault: str | None = None  # the accounting FAULT_KINDS entry injected into this answer
 
 
 @dataclass
@@ -456,7 +469,50 @@ class GraphQLApi:
         self.config = config
         self.schema = load_schema()
 
-    def handle(self, state: TokenState, body: bytes, request_id: str) -> GraphQLResult:
+    def _null_one_field(self, document: DocumentNode, operation_name: str | None, payload: dict) -> bool:
+        """The partial-failure fault: null the first top-level field that may be null (or, for a
+        non-null list such as nodes(ids:), its first item) and add the error GitHub would send."""
+        data = payload.get("data")
+        op = get_operation_ast(document, operation_name)
+        if not isinstance(data, dict) or op is None:
+            return False
+        fields = self.schema.query_type.fields
+        for sel in op.selection_set.selections:
+            if (
+                not isinstance(sel, FieldNode)
+                or sel.name.value not in fields
+                or sel.name.value == "rateLimit"
+            ):
+                continue
+            key = sel.alias.value if sel.alias else sel.name.value
+            value = data.get(key)
+            if value is None:
+                continue
+            ftype = fields[sel.name.value].type
+            if not is_non_null_type(ftype):
+                data[key], path = None, [key]
+            elif (
+                is_list_type(get_nullable_type(ftype))
+                and not is_non_null_type(get_nullable_type(ftype).of_type)
+                and value
+            ):
+                value[0], path = None, [key, 0]
+            else:  # a null here would null the whole of data, which is the other fault
+                continue
+            error: dict = {"type": PARTIAL_ERROR_TYPE, "path": path}
+            if sel.loc:
+                where = sel.loc.source.get_location(sel.loc.start)
+                error["locations"] = [{"line": where.line, "column": where.column}]
+            error["message"] = PARTIAL_ERROR_MESSAGE
+            payload.setdefault("errors", []).append(error)
+            return True
+        return False
+
+    def handle(
+        self, state: TokenState, body: bytes, request_id: str, fault: str | None = None
+    ) -> GraphQLResult:
+        """fault: "graphql_error" or "graphql_partial" to inject that failure into a query that is
+        executed and charged; refused, rate-limited and dry-run queries are answered as usual."""
         acc = self.acc
         if state.name is None:
             return GraphQLResult(
@@ -552,6 +608,24 @@ class GraphQLApi:
                     ctx.window,
                     analysis.cost,
                 )
+            if fault == "graphql_error":
+                # GitHub's transient internal error: HTTP 200, no data, one error with neither type
+                # nor path. The query was accepted and costed, so it is charged.
+                return GraphQLResult(
+                    200,
+                    {
+                        "data": None,
+                        "errors": [
+                            {
+                                "message": "Something went wrong while executing your query. Please include "
+                                f"`{request_id}` when reporting this issue."
+                            }
+                        ],
+                    },
+                    ctx.window,
+                    analysis.cost,
+                    fault,
+                )
 
         with self.ds.lock:
             result = execute(
@@ -567,4 +641,7 @@ class GraphQLApi:
         errors_out = [_format_error(e) for e in result.errors or ()] + ctx.errors
         if errors_out:
             payload["errors"] = errors_out
-        return GraphQLResult(200, payload, ctx.window, 0 if analysis.dry_run else analysis.cost)
+        injected = None
+        if fault == "graphql_partial" and not analysis.dry_run:
+            injected = fault if self._null_one_field(document, operation_name, payload) else None
+        return GraphQLResult(200, payload, ctx.window, 0 if analysis.dry_run else analysis.cost, injected)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from .accounting import Accounting, TokenState
 from .data import Dataset, Repo
@@ -25,6 +25,9 @@ _REPO_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)(?:/([^/]+))?/?$")
 _REPO_ID_PATH = re.compile(r"^/repositories/(\d+)(?:/([^/]+))?/?$")
 _USER_PATH = re.compile(r"^/users/([^/]+)/?$")
 _USER_ID_PATH = re.compile(r"^/user/(\d+)/?$")
+# Intermediate names of injected redirect chains and loops: "<old name>~hop<k>" / "<old name>~loop".
+# "~" never occurs in a GitHub repository name, so these cannot shadow a real one.
+_HOP_NAME = re.compile(r"^(.+)~(?:hop(\d+)|(loop))$")
 
 
 @dataclass
@@ -47,6 +50,7 @@ class RestResult:
     status: int
     body: object = None  # JSON-serialisable; None = empty body
     headers: dict[str, str] = field(default_factory=dict)
+    fault: str | None = None  # the accounting FAULT_KINDS entry injected into this answer
 
 
 def error(status: int, message: str, doc: str = DOCS, **extra: object) -> RestResult:
@@ -95,11 +99,17 @@ class RestApi:
         with self.ds.lock:
             m = _REPO_PATH.match(path)
             if m:
-                repo, moved = self.ds.lookup(unquote(m.group(1)), unquote(m.group(2)))
-                return self._repo(req, state, repo, moved, m.group(3))
+                owner, name, sub = unquote(m.group(1)), unquote(m.group(2)), m.group(3)
+                hop = _HOP_NAME.match(name)
+                if hop:
+                    return self._hop(req, owner, hop.group(1), hop.group(2), bool(hop.group(3)), sub)
+                repo, moved = self.ds.lookup(owner, name)
+                if repo is not None and moved and (sub is None or sub in SUB_RESOURCES):
+                    return self._moved(req, repo, owner, name, sub)
+                return self._repo(req, state, repo, sub)
             m = _REPO_ID_PATH.match(path)
             if m:
-                return self._repo(req, state, self.ds.repos.get(int(m.group(1))), False, m.group(2))
+                return self._repo(req, state, self.ds.repos.get(int(m.group(1))), m.group(2))
             m = _USER_PATH.match(path)
             if m:
                 uid = self.ds.user_id(unquote(m.group(1)))
@@ -126,21 +136,11 @@ class RestApi:
         return RestResult(200, {"resources": resources})
 
     # ------------------------------------------------------------------ repositories
-    def _repo(
-        self, req: RestRequest, state: TokenState, repo: Repo | None, moved: bool, sub: str | None
-    ) -> RestResult:
+    def _repo(self, req: RestRequest, state: TokenState, repo: Repo | None, sub: str | None) -> RestResult:
+        """A repository (or one of its lists) under its current name or its id; an old name of a
+        moved repo only reaches here with an unknown sub-path (404, as on GitHub)."""
         if repo is None or (sub is not None and sub not in SUB_RESOURCES):
             return not_found(f"{DOCS}/repos/repos#get-a-repository")
-        if moved:
-            # GitHub redirects an old name to the id-based URL, keeping sub-path and query
-            location = f"{req.base_url}/repositories/{repo.id}" + (f"/{sub}" if sub else "")
-            if req.query:
-                location += "?" + urlencode(req.query)
-            result = error(
-                301, "Moved Permanently", "https://docs.github.com/v3/#http-redirects", url=location
-            )
-            result.headers["location"] = location
-            return result
         if repo.kind == "blocked":
             return RestResult(
                 451,
@@ -161,8 +161,52 @@ class RestApi:
             return self._forks(req, repo)
         return self._restricted_list(req, state, repo, sub)
 
-    def _page(self, req: RestRequest, total: int, max_page: int | None = None) -> tuple[int, int, str | None]:
-        """Return (start, end, link header) for page/per_page, formatted like GitHub's."""
+    # ------------------------------------------------------------------ redirects
+    @staticmethod
+    def _redirect(req: RestRequest, target: str, sub: str | None, fault: str | None = None) -> RestResult:
+        """A 301 to target (a path), keeping sub-path and query as GitHub does."""
+        location = f"{req.base_url}{target}" + (f"/{sub}" if sub else "")
+        if req.query:
+            location += "?" + urlencode(req.query)
+        result = error(301, "Moved Permanently", "https://docs.github.com/v3/#http-redirects", url=location)
+        result.headers["location"] = location
+        result.fault = fault
+        return result
+
+    def _moved(self, req: RestRequest, repo: Repo, owner: str, name: str, sub: str | None) -> RestResult:
+        """An old name of a renamed repo. GitHub answers one 301 straight to /repositories/{id}, however
+        often the repo was renamed; the injected faults add hops or a loop in front of it."""
+        cfg = self.acc.config
+        stem = f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+        if cfg.fault_redirect_loop:
+            return self._redirect(req, f"{stem}~loop", sub, "redirect_loop")
+        if cfg.fault_redirect_chain > 1:
+            return self._redirect(req, f"{stem}~hop1", sub, "redirect_chain")
+        return self._redirect(req, f"/repositories/{repo.id}", sub)
+
+    def _hop(
+        self, req: RestRequest, owner: str, name: str, k: str | None, loop: bool, sub: str | None
+    ) -> RestResult:
+        """An intermediate URL of an injected chain or loop. It always answers, even once the fault is
+        switched off (then straight to the final URL), so a client caught mid-chain gets out."""
+        repo, moved = self.ds.lookup(owner, name)
+        if repo is None or not moved or (sub is not None and sub not in SUB_RESOURCES):
+            return not_found(f"{DOCS}/repos/repos#get-a-repository")
+        cfg = self.acc.config
+        stem = f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+        final = f"/repositories/{repo.id}"
+        if loop:
+            return self._redirect(req, stem if cfg.fault_redirect_loop else final, sub, "redirect_loop")
+        nxt = int(k or 0) + 1
+        target = f"{stem}~hop{nxt}" if nxt < cfg.fault_redirect_chain else final
+        return self._redirect(req, target, sub, "redirect_chain")
+
+    # ------------------------------------------------------------------ lists
+    def _page(
+        self, req: RestRequest, total: int, max_page: int | None = None, loop: bool = False
+    ) -> tuple[int, int, str | None, bool]:
+        """Return (start, end, link header, looped) for page/per_page, formatted like GitHub's. loop:
+        give the last page a rel="next" back to an earlier page (the injected link-loop fault)."""
         per_page = _int(req.param("per_page"), DEFAULT_PER_PAGE)
         per_page = DEFAULT_PER_PAGE if per_page < 1 else min(per_page, MAX_PER_PAGE)
         page = max(1, _int(req.param("page"), 1))
@@ -175,10 +219,14 @@ class RestApi:
             links.append((min(page - 1, last), "prev"))
         if page < last:
             links += [(page + 1, "next"), (last, "last")]
+        looped = loop and page >= last
+        if looped:
+            back = 1 if self.acc.config.fault_link_loop_to == "first" else max(1, min(page, last) - 1)
+            links.append((back, "next"))
         if page > 1:
             links.append((1, "first"))
         header = ", ".join(f'<{self._page_url(req, n)}>; rel="{rel}"' for n, rel in links) or None
-        return start, min(start + per_page, total), header
+        return start, min(start + per_page, total), header, looped
 
     @staticmethod
     def _page_url(req: RestRequest, page: int) -> str:
@@ -189,11 +237,17 @@ class RestApi:
             query = [*req.query, ("page", str(page))]
         return f"{req.base_url}{req.path}?{urlencode(query)}"
 
-    def _listing(self, req: RestRequest, total: int, build, max_page: int | None = None) -> RestResult:
-        start, end, link = self._page(req, total, max_page)
+    def _listing(
+        self, req: RestRequest, repo: Repo, total: int, build, max_page: int | None = None
+    ) -> RestResult:
+        patterns = self.acc.config.fault_link_loop
+        loop = bool(patterns) and self.ds.repo_matches(patterns, repo)
+        start, end, link, looped = self._page(req, total, max_page, loop)
         result = RestResult(200, build(start, end))
         if link:
             result.headers["link"] = link
+        if looped:
+            result.fault = "link_loop"
         return result
 
     def _contributors(self, req: RestRequest, repo: Repo) -> RestResult:
@@ -240,7 +294,7 @@ class RestApi:
                     )
             return out
 
-        return self._listing(req, len(entries), build)
+        return self._listing(req, repo, len(entries), build)
 
     def _forks(self, req: RestRequest, repo: Repo) -> RestResult:
         ds = self.ds
@@ -252,7 +306,7 @@ class RestApi:
             forks.sort(key=lambda r: (-len(r.stars), -r.created_at, -r.id))
         else:
             forks.reverse()
-        return self._listing(req, len(forks), lambda s, e: [repo_json(ds, r) for r in forks[s:e]])
+        return self._listing(req, repo, len(forks), lambda s, e: [repo_json(ds, r) for r in forks[s:e]])
 
     def _restricted_list(self, req: RestRequest, state: TokenState, repo: Repo, sub: str) -> RestResult:
         ds = self.ds
@@ -269,7 +323,7 @@ class RestApi:
             return RestResult(200, [])
         if sub == "subscribers":
             users = [uid for _, uid in repo.watchers]
-            return self._listing(req, len(users), lambda s, e: [simple_user(ds, u) for u in users[s:e]])
+            return self._listing(req, repo, len(users), lambda s, e: [simple_user(ds, u) for u in users[s:e]])
         if _int(req.param("page"), 1) > STARGAZER_PAGE_LIMIT:
             return error(
                 422,
@@ -288,4 +342,4 @@ class RestApi:
             def build(s: int, e: int) -> list[dict]:
                 return [simple_user(ds, u) for _, u in stars[s:e]]
 
-        return self._listing(req, len(stars), build, max_page=STARGAZER_PAGE_LIMIT)
+        return self._listing(req, repo, len(stars), build, max_page=STARGAZER_PAGE_LIMIT)
