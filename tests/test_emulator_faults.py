@@ -549,3 +549,28 @@ def test_random_faults_repeat_with_the_seed(emu_server_factory, emu_client) -> N
     counted = srv.stats()["faults"]
     assert sum(counted.values()) == srv.stats()["faults_injected"] == 2 * sum(map(len, first))
     json.dumps(srv.stats())  # stats stay JSON
+
+
+def test_the_request_log_names_graphql_pages_and_refused_limits(emu_server_factory):
+    """The fault tests count pages fetched twice and secondary-limit answers from the log."""
+    import requests
+
+    from github_collector.emulator import TokenConfig
+
+    srv = emu_server_factory(
+        tokens=[TokenConfig(name="t", token="log-test-token", collaborator_repos=("*",))],
+        secondary_graphql_points_per_minute=1,
+    )
+    query = (
+        "query($o: String!, $n: String!, $a: String) { repository(owner: $o, name: $n) {"
+        " forks(first: 5, after: $a) { totalCount } watchers(first: 5) { totalCount } } }"
+    )
+    owner, name = srv.app.ds.repo_names()[0].split("/")
+    h = {"Authorization": "Bearer log-test-token"}
+    body = {"query": query, "variables": {"o": owner, "n": name, "a": None}}
+    assert requests.post(srv.url + "/graphql", json=body, headers=h, timeout=10).status_code == 200
+    refused = requests.post(srv.url + "/graphql", json=body, headers=h, timeout=10)
+    assert refused.status_code == 403
+    first, second = srv.request_log()[-2:]
+    assert first["pages"] == [f"{owner}/{name}:forks:None", f"{owner}/{name}:watchers:None"]
+    assert second["limit"] == "secondary" and "pages" not in second

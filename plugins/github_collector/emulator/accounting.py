@@ -182,8 +182,10 @@ class Accounting:
         resource: str,
         cost: int,
         faults: Iterable[str] = (),
+        note: dict | None = None,
     ) -> None:
-        """faults: the FAULT_KINDS injected into this answer (logged, and counted in stats)."""
+        """faults: the FAULT_KINDS injected into this answer (logged, and counted in stats).
+        note: more to log with it (the GraphQL pages served, which limit refused it)."""
         faults = list(faults)
         with self.lock:
             self.requests += 1
@@ -200,6 +202,8 @@ class Accounting:
             }
             if faults:
                 entry["faults"] = faults
+            if note:
+                entry.update(note)
             self.log.append(entry)
 
     def stats(self) -> dict:

@@ -261,6 +261,7 @@ class EmulatorApp:
             extra: dict[str, str] | None = None,
             fault: str | None = None,
             who: TokenState | None = state,
+            note: dict | None = None,
         ) -> Response:
             resp = Response(result_status, body=b"" if payload is None else _json(payload))
             faults = [fault] if fault else []
@@ -282,7 +283,7 @@ class EmulatorApp:
                     **(extra or {}),
                 }
             )
-            self.acc.record(who, method, log_path, result_status, resource, cost, faults)
+            self.acc.record(who, method, log_path, result_status, resource, cost, faults, note)
             return resp
 
         if not ok:
@@ -344,6 +345,7 @@ class EmulatorApp:
             },
             self.acc.snapshot(state, resource),
             extra={"retry-after": str(retry_after)},
+            note={"limit": "secondary"},
         )
 
     def _primary_exceeded(self, finish, state: TokenState, window: Window, request_id: str) -> Response:
@@ -365,6 +367,7 @@ class EmulatorApp:
                 "status": str(status),
             },
             window,
+            note={"limit": "primary"},
         )
 
     def _graphql(
@@ -376,7 +379,10 @@ class EmulatorApp:
         if retry is not None:
             return self._secondary(finish, state, "graphql", retry, request_id)
         result = self.graphql.handle(state, body, request_id, fault)
-        return finish(result.status, result.payload, result.window, result.cost, fault=result.fault)
+        note = {"pages": result.pages} if result.pages else None
+        return finish(
+            result.status, result.payload, result.window, result.cost, fault=result.fault, note=note
+        )
 
     def _rest(
         self,

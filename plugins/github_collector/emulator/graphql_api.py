@@ -53,6 +53,7 @@ class GraphQLResult:
     window: Window
     cost: int = 0
     fault: str | None = None  # the accounting FAULT_KINDS entry injected into this answer
+    pages: list[str] = field(default_factory=list)  # connection pages served, for the request log
 
 
 @dataclass
@@ -63,6 +64,7 @@ class _Ctx:
     node_count: int = 0
     window: Window | None = None
     errors: list[dict] = field(default_factory=list)  # errors for list slots graphql-core can't mark
+    pages: list[str] = field(default_factory=list)  # "owner/name:field:after" of each page served
 
 
 def _error(kind: str, message: str) -> GraphQLError:
@@ -290,7 +292,12 @@ class Resolver:
         collaborator = ds.is_collaborator(self.patterns, repo)
         hidden = ds.restricted_relations(repo, self.patterns)
 
+        def page(field_name: str, args: dict) -> None:
+            # Which page this is, so a test can tell a page fetched twice from a new one.
+            self.ctx.pages.append(f"{full_name}:{field_name}:{args.get('after')}")
+
         def forks(info, **args) -> dict:
+            page("forks", args)
             order = args.get("orderBy")
             if order is None or order["field"] == "CREATED_AT":
                 keys = repo.forks  # already (created_at, id) ascending
@@ -299,6 +306,7 @@ class Resolver:
             return self._repo_connection([ds.repos[f] for _, f in repo.forks], args)
 
         def stargazers(info, **args) -> dict:
+            page("stargazers", args)
             keys = repo.stars
             desc = (args.get("orderBy") or {}).get("direction") == "DESC"
             return _connection(
@@ -311,6 +319,7 @@ class Resolver:
             )
 
         def watchers(info, **args) -> dict:
+            page("watchers", args)
             keys = repo.watchers
             return _connection(keys, lambda i: self.account(keys[i][1]), args, hidden="watchers" in hidden)
 
@@ -644,4 +653,6 @@ class GraphQLApi:
         injected = None
         if fault == "graphql_partial" and not analysis.dry_run:
             injected = fault if self._null_one_field(document, operation_name, payload) else None
-        return GraphQLResult(200, payload, ctx.window, 0 if analysis.dry_run else analysis.cost, injected)
+        return GraphQLResult(
+            200, payload, ctx.window, 0 if analysis.dry_run else analysis.cost, injected, ctx.pages
+        )
