@@ -4,11 +4,8 @@ at most the page in flight fetched again."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -90,38 +87,3 @@ def test_injected_crash_after_k_steps_then_retry(setup, dataset, redis_client, k
     assert not set(rest_after) & {p for p in pages_before if p.startswith("GET")}, (
         "a staged REST page was fetched again"
     )
-
-
-def test_sigkill_at_a_random_point_then_retry(setup, dataset, redis_client, key_prefix):
-    srv, env, dsn, names = setup
-    run_id = "crash-sigkill"
-    _run_all(env, run_id, names)
-    seed = int(os.environ.get("CRASH_SEED", time.time_ns() % 10_000))
-    kill_after = 2 + seed % 6
-    print(f"SIGKILL after {kill_after} staged steps (seed {seed})")
-    staging = Staging(redis_client, run_namespace(key_prefix, "github_repo_users", run_id))
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "task_runner.py"), "fetch", run_id, "0", "1"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and staging.stats().get("pages", 0) < kill_after and proc.poll() is None:
-        time.sleep(0.01)
-    assert proc.poll() is None, "the fetch finished before it could be killed; raise the latency"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    state_at_kill = staging.load_state(0)
-    pages_before = graphql_and_rest_pages(srv)
-    retried = task(env, "fetch", run_id, "0", "2")
-    assert retried.returncode == 0, retried.stderr[-1500:]
-    assert task(env, "commit", run_id).returncode == 0
-    truth = dataset.truth(ALL, collaborator_repos=names)
-    assert diff_against_truth(truth, *read_back(dsn)) == []
-    assert duplicate_count(dsn) == 0
-    refetched = set(graphql_and_rest_pages(srv)[len(pages_before) :]) & {
-        p for p in pages_before if p.startswith("GET")
-    }
-    assert len(refetched) <= 1, refetched  # at most the page in flight at the kill
-    assert state_at_kill is not None
