@@ -178,19 +178,40 @@ class GitHubClient:
         self._seeded = True
 
     def refresh_rate_limit(self, fp: str) -> None:
-        try:
-            resp = self.session.get(
-                self.base_url + "/rate_limit", headers=self._headers(fp), timeout=self.timeout
-            )
-        except requests.RequestException as exc:
-            raise GitHubUnavailable(f"GET /rate_limit failed: {type(exc).__name__}") from None
-        if resp.status_code == 401:
-            self._reject(fp)
-            return
-        if resp.status_code != 200:
-            log.warning("GET /rate_limit for token %s answered %s", fp, resp.status_code)
-            return
-        resources = (resp.json() or {}).get("resources", {})
+        """Read a token's quota from GET /rate_limit (free); a few tries, then carry on without.
+
+        Without a record the token is still used: the first response's headers fill it in.
+        """
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                resp = self.session.get(
+                    self.base_url + "/rate_limit", headers=self._headers(fp), timeout=self.timeout
+                )
+            except requests.RequestException as exc:
+                problem = type(exc).__name__
+            else:
+                if resp.status_code == 401:
+                    self._reject(fp)
+                    return
+                if resp.status_code == 200:
+                    try:
+                        body = resp.json()
+                    except ValueError:
+                        body = None
+                    if isinstance(body, dict):
+                        self._store_rate_limit(fp, body.get("resources") or {})
+                        return
+                    problem = "an unreadable body"
+                elif resp.status_code in TRANSIENT:
+                    problem = f"HTTP {resp.status_code}"
+                else:
+                    log.warning("GET /rate_limit for token %s answered %s", fp, resp.status_code)
+                    return
+            if attempt < self.max_attempts:
+                self._backoff(attempt)
+        log.warning("GET /rate_limit for token %s failed (%s); going on without its record", fp, problem)
+
+    def _store_rate_limit(self, fp: str, resources: dict) -> None:
         for name in ("core", "graphql"):
             r = resources.get(name)
             if r:

@@ -40,7 +40,7 @@ TIME_KEY = {"forkers": "createdAt", "stargazers": "starredAt"}  # relations with
 SUMMARIES_PER_QUERY = 50  # summaries fill no connection, so many share one query's point
 
 MAX_GRAPHQL_FAILURES = 8  # consecutive failed queries before the batch gives up (and Airflow retries)
-MAX_PART_ERRORS = 3  # failed answers for one repository before its open lists are recorded unavailable
+MAX_PART_ERRORS = 5  # failed answers for one repository before its open lists are recorded unavailable
 DEFAULT_NODE_BUDGET = 1000  # nodes per GraphQL query; halved on a 502/504
 MIN_NODE_BUDGET = 10
 NODES_PER_FIELD = 100  # GitHub's cap for nodes(ids:)
@@ -329,23 +329,37 @@ class Collector:
                     self._close_all(repo, REL_UNAVAILABLE)
                 step.repos.append(repo_record(repo))
                 continue
-            repo["part_errors"] = 0
             if repo["status"] == PENDING:
                 self._apply_summary(repo, node)
+            failed_lists = 0
             for rel in rels:
                 conn = node.get(f"r{i}_{rel}")
+                if conn is None and any(len(e.get("path") or []) > 1 for e in errors):
+                    failed_lists += 1  # this page failed (null with an error): ask again, bounded below
+                    if repo.get("part_errors", 0) + 1 < MAX_PART_ERRORS:
+                        continue
                 self._apply_connection(repo, rel, conn, step, resp.token)
+            repo["part_errors"] = repo.get("part_errors", 0) + 1 if failed_lists else 0
             step.repos.append(repo_record(repo))
 
         # Profiles asked for by node id (contributors). A null slot is a user GitHub no
         # longer has: keep the list-item record we staged, drop it from pending. A whole
         # field that failed (null, with an error) is asked again.
-        failed = [j for j in range(len(query.node_ids)) if data.get(f"u{j}") is None]
-        state["profile_errors"] = state.get("profile_errors", 0) + 1 if failed else 0
+        # Ids to ask again: a whole field that came back null, or one item nulled with an error
+        # (GitHub could not serve it). A null item without an error is an account that is gone.
+        retry: set[str] = set()
+        for j, ids in enumerate(query.node_ids):
+            if data.get(f"u{j}") is None:
+                retry.update(ids)
+            for err in by_alias.get(f"u{j}", []):
+                path = err.get("path") or []
+                if len(path) > 1 and isinstance(path[1], int) and path[1] < len(ids):
+                    retry.add(ids[path[1]])
+        state["profile_errors"] = state.get("profile_errors", 0) + 1 if retry else 0
         if state["profile_errors"] >= MAX_PART_ERRORS:  # bounded: give up on those, keep list items
             log.warning("profile look-ups kept failing: %s", _messages(resp.errors))
-            state["profile_errors"], failed = 0, []
-        asked = {nid for j, ids in enumerate(query.node_ids) if j not in failed for nid in ids}
+            state["profile_errors"], retry = 0, set()
+        asked = {nid for ids in query.node_ids for nid in ids} - retry
         for j in range(len(query.node_ids)):
             for node in data.get(f"u{j}") or []:
                 rec = user_from_graphql(node) if node else None
