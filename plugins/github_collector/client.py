@@ -57,6 +57,16 @@ def derive_graphql_url(base_url: str) -> str:
     return base + "/graphql"
 
 
+def auth_headers(token: str, accept: str = "application/vnd.github+json") -> dict[str, str]:
+    """The only place a token goes: the Authorization header."""
+    return {
+        "Authorization": f"Bearer {token}",
+        "Accept": accept,
+        "User-Agent": USER_AGENT,
+        "X-GitHub-Api-Version": API_VERSION,
+    }
+
+
 def validate_base_url(base_url: str) -> str:
     parts = urlsplit(base_url or "")
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
@@ -223,12 +233,7 @@ class GitHubClient:
 
     # -- plumbing -------------------------------------------------------------------------------
     def _headers(self, fp: str, accept: str = "application/vnd.github+json") -> dict[str, str]:
-        return {
-            "Authorization": f"Bearer {self._tokens[fp]}",
-            "Accept": accept,
-            "User-Agent": USER_AGENT,
-            "X-GitHub-Api-Version": API_VERSION,
-        }
+        return auth_headers(self._tokens[fp], accept)
 
     def _reject(self, fp: str) -> None:
         self.quota.mark_rejected(fp)

@@ -18,16 +18,19 @@ The quota records and the token pool live in Redis (``redis_default``).
 from __future__ import annotations
 
 import json
+import logging
 from functools import cached_property
 from typing import Any
 
+import requests
 from airflow.providers.common.compat.sdk import BaseHook
 
-from github_collector.client import GitHubClient, validate_base_url
-from github_collector.errors import ConfigError
+from github_collector.client import GitHubClient, auth_headers, validate_base_url
+from github_collector.errors import ConfigError, GitHubUnavailable
 from github_collector.etag_cache import EtagCache
-from github_collector.quota import DEFAULT_PACE, QuotaStore
+from github_collector.quota import DEFAULT_PACE, QuotaStore, fingerprint
 
+log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.github.com"
 DEFAULT_PREFIX = "ghc:"
 CONNECT_TIMEOUT = 5.0
@@ -127,7 +130,10 @@ class GitHubHook(BaseHook):
                 f"Airflow connection {self.github_conn_id!r} is missing or unreadable ({type(exc).__name__}); "
                 "create it with the GitHub base URL as host and a token as password"
             ) from None
-        settings = parse_settings(conn.host, conn.password, conn.extra, conn.schema, conn.port)
+        try:
+            settings = parse_settings(conn.host, conn.password, conn.extra, conn.schema, conn.port)
+        except ConfigError as exc:
+            raise ConfigError(f"Airflow connection {self.github_conn_id!r}: {exc}") from None
         for t in settings["tokens"]:
             _mask(t)
         return settings
@@ -164,3 +170,53 @@ class GitHubHook(BaseHook):
                 reservation_id=self.reservation_id,
             )
         return self._client
+
+    def check_tokens(self) -> list[str]:
+        """Ask GET /rate_limit (free) with every token; nothing is stored anywhere.
+
+        Returns the fingerprints of the tokens GitHub accepted. Raises ConfigError when GitHub
+        accepts none, or the base URL does not answer like GitHub's REST API, and
+        GitHubUnavailable when it cannot be reached (which a retry may cure).
+        """
+        s = self.settings
+        accepted, rejected = [], []
+        for token in s["tokens"]:
+            url = s["base_url"] + "/rate_limit"
+            try:
+                resp = requests.get(url, headers=auth_headers(token), timeout=(CONNECT_TIMEOUT, s["timeout"]))
+            except requests.RequestException as exc:
+                raise GitHubUnavailable(
+                    f"cannot reach GitHub at {s['base_url']} ({type(exc).__name__})"
+                ) from None
+            if resp.status_code == 401:
+                rejected.append(fingerprint(token))
+            elif resp.status_code == 200:
+                accepted.append(fingerprint(token))
+            elif resp.status_code >= 500:
+                raise GitHubUnavailable(f"GET {url} answered HTTP {resp.status_code}")
+            else:
+                raise ConfigError(
+                    f"GET {url} answered HTTP {resp.status_code}: is {s['base_url']!r} the REST API root "
+                    "(https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise)?"
+                )
+        if not accepted:
+            raise ConfigError(
+                f"GitHub rejected every token of connection {self.github_conn_id!r} "
+                f"(401 Bad credentials; fingerprints {rejected}): replace them"
+            )
+        if rejected:
+            log.warning(
+                "GitHub rejected token(s) %s of connection %r (401); the run goes on with %s",
+                rejected,
+                self.github_conn_id,
+                accepted,
+            )
+        return accepted
+
+    def test_connection(self) -> tuple[bool, str]:
+        """The Airflow UI's connection test."""
+        try:
+            accepted = self.check_tokens()
+        except (ConfigError, GitHubUnavailable) as exc:
+            return False, str(exc)
+        return True, f"GitHub accepted {len(accepted)} of {len(self.settings['tokens'])} token(s)"

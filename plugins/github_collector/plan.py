@@ -75,6 +75,9 @@ def validate_relations(raw: object) -> list[str]:
     bad = [r for r in raw if r not in RELATIONS]
     if bad:
         raise InvalidInput(f"unknown relation(s) {bad!r}; choose from {list(RELATIONS)}")
+    twice = sorted({r for r in raw if raw.count(r) > 1})
+    if twice:
+        raise InvalidInput(f"relation(s) {twice!r} given more than once in {list(raw)!r}")
     return [r for r in RELATIONS if r in raw]
 
 

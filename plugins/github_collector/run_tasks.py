@@ -26,16 +26,17 @@ def _redis(redis_conn_id: str):
 
 
 def check_connections(github_conn_id: str, postgres_conn_id: str) -> None:
-    """Read and check the GitHub and Postgres connections, without contacting either.
+    """Check the GitHub connection (its settings, and its tokens with the free GET /rate_limit)
+    and that the Postgres connection exists.
 
-    A missing or malformed connection then fails the plan, before anything is written,
-    instead of the fetch or the commit after quota was spent.
+    A missing or malformed connection, or tokens GitHub rejects, then fail the plan before
+    anything is written, instead of the fetch or the commit after quota was spent.
     """
     from airflow.providers.common.compat.sdk import BaseHook
 
     from github_collector.hook import GitHubHook
 
-    GitHubHook(github_conn_id).settings  # noqa: B018 - parsing is the check
+    GitHubHook(github_conn_id).check_tokens()
     try:
         BaseHook.get_connection(postgres_conn_id)
     except Exception as exc:
