@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from github_collector.client import GitHubClient
-from github_collector.errors import GitHubUnavailable, GraphQLError, GraphQLTimeout, TooManyRedirects
+from github_collector.errors import (
+    GitHubUnavailable,
+    GraphQLError,
+    GraphQLTimeout,
+    NoUsableToken,
+    TooManyRedirects,
+)
 from github_collector.queries import GRAPHQL_RELATIONS, MAX_PAGE, RELATIONS, ConnectionPage, Query, RepoPart
 from github_collector.records import link, user_from_graphql, user_from_rest
 
@@ -279,6 +285,16 @@ class Collector:
     ) -> None:
         try:
             resp = self.client.graphql(query.build, cost=query.estimated_cost(), exclude=exclude)
+        except NoUsableToken:
+            if not exclude:
+                raise
+            # Only tokens that already saw these lists hidden are left usable (the others were
+            # rejected): the lists stay restricted, and the batch goes on with the rest.
+            for key, rels in plan:
+                for rel in rels:
+                    state["repos"][key]["streams"][rel].update(done=True, status=REL_RESTRICTED)
+            self._emit(Step(state=state, repos=[repo_record(state["repos"][k]) for k, _ in plan]))
+            return
         except GraphQLTimeout as exc:
             # GitHub gave up on the query; it still cost quota. Ask for half as much next time,
             # but not forever: a query that fails even at the smallest size is an outage.
