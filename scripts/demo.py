@@ -22,7 +22,21 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-HOME = ROOT / ".airflow" / "demo"
+
+
+def _demo_home() -> Path:
+    """.airflow/demo; Airflow 2.x gets its own: a metadata DB migrated by one major version
+    cannot be opened by the other (`make demo AIRFLOW=2.11` after `make demo`)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major = int(version("apache-airflow").split(".")[0])
+    except PackageNotFoundError:
+        major = 3
+    return ROOT / ".airflow" / ("demo" if major >= 3 else f"demo-airflow{major}")
+
+
+HOME = _demo_home()
 PG_ADMIN = os.environ.get("DEMO_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 PG_DB = os.environ.get("DEMO_PG_DATABASE", "github_repo_users_demo")
 REDIS_URL = os.environ.get("DEMO_REDIS_URL", "redis://127.0.0.1:6379")
@@ -242,7 +256,7 @@ def main() -> None:
                 }
             )
             conf = {"repositories": repos, "batch_size": 4}
-        say("airflow dags test github_repo_users (log: .airflow/demo/dags-test.log)")
+        say(f"airflow dags test github_repo_users (log: {(HOME / 'dags-test.log').relative_to(ROOT)})")
         started = time.time()
         run([airflow, "dags", "test", "github_repo_users", "-c", json.dumps(conf)], env, "dags-test.log")
         say(f"DAG run finished in {time.time() - started:.1f} s")

@@ -75,6 +75,20 @@ def test_missing_connection_is_a_clear_error(monkeypatch):
 
 
 @pytest.mark.unit
+def test_every_token_of_the_connection_is_masked_in_logs(monkeypatch):
+    from airflow.providers.common.compat.sdk import redact
+
+    extra = {"tokens": ["mask-test-extra-7f3a9c"]}
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MASK_TEST",
+        json.dumps({"conn_type": "github_repo_users", "password": "mask-test-main-b21e", "extra": extra}),
+    )
+    assert GitHubHook("mask_test").settings["tokens"] == ["mask-test-main-b21e", "mask-test-extra-7f3a9c"]
+    line = "tokens mask-test-main-b21e and mask-test-extra-7f3a9c"
+    assert "mask-test" not in str(redact(line))
+
+
+@pytest.mark.unit
 def test_estimate_counts_contributor_pages_and_packed_graphql():
     assert estimate_cost(["a/b"] * 20, ["contributors", "forkers", "stargazers"]) == {
         "core": 20,

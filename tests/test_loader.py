@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import psycopg
+import psycopg2
+import psycopg2.errors
 import pytest
 
 from github_collector import loader
@@ -9,17 +11,33 @@ pytestmark = pytest.mark.integration
 T0 = "2026-11-01T00:00:00+00:00"
 T1 = "2026-11-02T00:00:00+00:00"
 
+# PostgresHook hands out psycopg 3 connections on Airflow 3.x and psycopg2 ones on 2.x; the
+# loader must behave the same with both, whichever Airflow is installed.
+DRIVERS = {
+    "psycopg3": (psycopg.connect, psycopg.errors.ForeignKeyViolation),
+    "psycopg2": (psycopg2.connect, psycopg2.errors.ForeignKeyViolation),
+}
+
+
+@pytest.fixture(params=sorted(DRIVERS))
+def driver(request):
+    return DRIVERS[request.param]
+
 
 @pytest.fixture()
-def conn(pg_dsn):
-    with psycopg.connect(pg_dsn) as c:
+def conn(pg_dsn, driver):
+    c = driver[0](pg_dsn)
+    try:
         loader.ensure_schema(c)
         yield c
+        c.rollback()
         with c.cursor() as cur:
             cur.execute(
                 "TRUNCATE github_repo_user, github_user, github_repository, github_repo_request, github_collect_run"
             )
         c.commit()
+    finally:
+        c.close()
 
 
 def user(uid, login, **kw):
@@ -124,10 +142,30 @@ def test_fresh_profiles(conn):
     assert loader.fresh_profiles(conn, [1, 2, 3, 4], max_age_hours=24 * 365 * 10) == {2}
 
 
-def test_chunk_is_atomic(conn):
+def test_chunk_is_atomic(conn, driver):
     loader.apply_chunk(conn, "repos", [repo(1, "o/r")], T0)
     bad_link = [{"repo_id": 1, "user_id": 999, "relation": "contributor"}]  # no such user
-    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+    with pytest.raises(driver[1]):
         loader.apply_chunk(conn, "links", bad_link, T0)
     conn.rollback()
     assert rows(conn, "SELECT count(*) FROM github_repo_user") == [(0,)]
+
+
+def test_previous_state_and_run_record_read_back(conn):
+    assert loader.previous_state(conn, ["o/r", "o/missing"]) == {}
+    state = {"forkers": {"count": 3, "complete": True}}
+    loader.apply_chunk(conn, "repos", [repo(1, "o/r") | {"relation_state": state}], T0)
+    gone = repo(None, "o/missing", status="not_found")
+    loader.apply_chunk(conn, "repos", [gone], T0)
+    assert loader.previous_state(conn, ["o/r", "o/missing", "o/other"]) == {
+        "o/r": {"status": "ok", "relation_state": state},
+        "o/missing": {"status": "not_found", "relation_state": {}},
+    }
+    import datetime as dt
+
+    when = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    loader.record_run(conn, "k1", "d", "r", when, "partial", {"failed_batches": [2]})
+    loader.record_run(conn, "k1", "d", "r", when, "complete", {"failed_batches": []})
+    assert rows(conn, "SELECT status, counts, logical_date = %s FROM github_collect_run", when) == [
+        ("complete", {"failed_batches": []}, True)
+    ]

@@ -38,13 +38,8 @@ CONNECT_TIMEOUT = 5.0
 
 def _mask(value: str) -> None:
     """Tell Airflow's log masker about a secret that did not come from a password field."""
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # Airflow 2.x
-        try:
-            from airflow.utils.log.secrets_masker import mask_secret
-        except ImportError:
-            return
+    from airflow.providers.common.compat.sdk import mask_secret  # airflow.sdk.log on 3.x, utils.log on 2.x
+
     mask_secret(value)
 
 
