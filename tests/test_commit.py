@@ -12,6 +12,7 @@ import pytest
 
 from github_collector import run_tasks
 from github_collector.collector import Step
+from github_collector.records import USER_FIELDS
 from github_collector.staging import Staging, StagingLost, run_namespace
 
 pytestmark = pytest.mark.integration
@@ -94,6 +95,15 @@ def stage(redis_client, prefix: str, run_id: str, users: list[dict], links: list
     return staging
 
 
+# Every profile field, timestamps in the staged spelling.
+USERS_SQL = "SELECT {} FROM github_user ORDER BY user_id".format(  # noqa: S608 - fixed names
+    ", ".join(
+        f"""to_char({f} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')""" if f.endswith("_at") else f
+        for f in USER_FIELDS
+    )
+)
+
+
 def query(dsn: str, sql: str) -> list[tuple]:
     with psycopg.connect(dsn) as c:
         return c.execute(sql).fetchall()
@@ -158,10 +168,7 @@ def test_two_runs_commit_overlapping_rows_at_once(target, redis_client, key_pref
     a_users, b_users = range(1, 1201), range(301, 1501)  # 900 users in both runs
     links_a, links_b = run_a(a_users), run_b(b_users)
     want_pairs = expected_pairs(links_a + links_b)
-    want_users = sorted(
-        (p["user_id"], p["login"], p["name"], p["location"], p["bio"], p["followers"])
-        for p in map(profile, range(1, 1501))
-    )
+    want_users = [tuple(profile(u)[f] for f in USER_FIELDS) for u in range(1, 1501)]
     retries = 0
     for round_no in range(12):
         if round_no:
@@ -203,12 +210,7 @@ def test_two_runs_commit_overlapping_rows_at_once(target, redis_client, key_pref
             )
         }
         assert got == want_pairs, f"round {round_no}"
-        assert (
-            query(
-                dsn, "SELECT user_id, login, name, location, bio, followers FROM github_user ORDER BY user_id"
-            )
-            == want_users
-        )
+        assert query(dsn, USERS_SQL) == want_users
         assert query(dsn, "SELECT count(*) FROM github_repo_user WHERE first_seen_at > last_seen_at") == [
             (0,)
         ]
