@@ -20,6 +20,11 @@ def commit_chunk() -> int:
     return int(os.environ.get("GITHUB_REPO_USERS_COMMIT_CHUNK", "5000"))
 
 
+def commit_workers() -> int:
+    """Postgres connections the commit applies chunks on at once (one transaction per chunk)."""
+    return max(1, int(os.environ.get("GITHUB_REPO_USERS_COMMIT_WORKERS", "2")))
+
+
 def profile_max_age_hours() -> float:
     return float(os.environ.get("GITHUB_REPO_USERS_PROFILE_MAX_AGE_HOURS", "168"))
 

@@ -24,19 +24,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
+import threading
+from collections import deque
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from redis.exceptions import WatchError
 
 from github_collector.collector import Step
 
 STAGE_TTL_S = 14 * 86_400  # staged data outlives a long outage, but not forever
+KINDS = ("repos", "users", "links")  # commit order: links refer to repos and users
 
 
 def run_namespace(prefix: str, dag_id: str, run_id: str) -> str:
     digest = hashlib.sha256(f"{dag_id}\x00{run_id}".encode()).hexdigest()[:20]
     return f"{prefix}run:{digest}:"
+
+
+T = TypeVar("T")
 
 
 class StagingLost(RuntimeError):
@@ -207,6 +214,39 @@ class Staging:
             if cursor == 0:
                 break
 
+    def scan_raw(self, kind: str, chunk: int, recent: int = 4) -> Iterator[tuple[list[bytes], list[bytes]]]:
+        """Yield (fields, staged JSON values) chunks of a staged hash, values left as stored.
+
+        HSCAN may return a field again while the hash is rehashed. Fields of earlier chunks are
+        gone by then, except those of the last ``recent`` chunks, which a committer reading
+        ahead may not have deleted yet: a field seen in one of them is skipped, so each staged
+        record is committed and counted once.
+        """
+        key = self.key(kind)
+        seen: deque[set[bytes]] = deque(maxlen=recent)
+        cursor = 0
+        while True:
+            cursor, items = self.redis.hscan(key, cursor, count=chunk)
+            for earlier in seen:
+                for f in earlier.intersection(items):
+                    del items[f]
+            if items:
+                fields = list(items)
+                values = list(items.values())
+                for i in range(0, len(fields), chunk):
+                    part = fields[i : i + chunk]
+                    seen.append(set(part))
+                    yield part, values[i : i + chunk]
+            if cursor == 0:
+                break
+
+    def counts(self) -> dict[str, int]:
+        """Number of staged records of each kind (HLEN: constant time)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for kind in KINDS:
+            pipe.hlen(self.key(kind))
+        return {kind: int(n) for kind, n in zip(KINDS, pipe.execute(), strict=True)}
+
     def delete_fields(self, kind: str, fields: list[bytes]) -> None:
         if fields:
             self.redis.hdel(self.key(kind), *fields)
@@ -219,3 +259,66 @@ class Staging:
         keys = list(self.redis.scan_iter(match=self.ns + "*", count=1000))
         if keys:
             self.redis.delete(*keys)
+
+
+class ReadAhead(Generic[T]):
+    """Iterate ``items`` in a thread, up to ``depth`` items ahead of the consumer.
+
+    The commit reads the next chunks from Redis (Python work, GIL held) while earlier ones are
+    in Postgres (the driver waits with the GIL released), so the two overlap; reading starts
+    at once, so the first chunks are ready when Postgres is. Memory stays bounded by
+    ``depth`` + 1 items. An error in the reader is raised in the consumer; ``close()`` (or
+    leaving the ``with`` block) stops the reader.
+    """
+
+    _DONE = object()
+
+    def __init__(self, items: Iterator[T], depth: int = 1) -> None:
+        self._items = items
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="staging-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: tuple[BaseException | None, object]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _read(self) -> None:
+        try:
+            for item in self._items:
+                if not self._put((None, item)):
+                    return
+            self._put((None, self._DONE))
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put((exc, None))
+
+    def __iter__(self) -> ReadAhead[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._stop.is_set():
+            raise StopIteration
+        exc, item = self._queue.get()
+        if exc is not None:
+            self.close()
+            raise exc
+        if item is self._DONE:
+            self.close()
+            raise StopIteration
+        return item  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> ReadAhead[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
