@@ -110,10 +110,10 @@ def test_connection_revoked_mid_chunk_keeps_staging_and_the_retry_is_exact(stage
     box: dict = {}
     thread = threading.Thread(target=lambda: box.update(outcome=run.commit()))
     thread.start()
-    pid = _wait_blocked(role)
+    _wait_blocked(role)
     with psycopg.connect(ADMIN, autocommit=True) as admin:
         admin.execute(f"ALTER ROLE {role} NOLOGIN")  # the outage: no new connection either
-        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
     thread.join(timeout=120)
     locker.rollback()
     locker.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from functools import cached_property
 from typing import Any
 
@@ -175,20 +176,13 @@ class GitHubHook(BaseHook):
         """
         s = self.settings
         accepted, rejected = [], []
+        url = s["base_url"] + "/rate_limit"
         for token in s["tokens"]:
-            url = s["base_url"] + "/rate_limit"
-            try:
-                resp = requests.get(url, headers=auth_headers(token), timeout=(CONNECT_TIMEOUT, s["timeout"]))
-            except requests.RequestException as exc:
-                raise GitHubUnavailable(
-                    f"cannot reach GitHub at {s['base_url']} ({type(exc).__name__})"
-                ) from None
+            resp = self._get_with_retries(url, token)
             if resp.status_code == 401:
                 rejected.append(fingerprint(token))
             elif resp.status_code == 200:
                 accepted.append(fingerprint(token))
-            elif resp.status_code >= 500:
-                raise GitHubUnavailable(f"GET {url} answered HTTP {resp.status_code}")
             else:
                 raise ConfigError(
                     f"GET {url} answered HTTP {resp.status_code}: is {s['base_url']!r} the REST API root "
@@ -207,6 +201,24 @@ class GitHubHook(BaseHook):
                 accepted,
             )
         return accepted
+
+    def _get_with_retries(self, url: str, token: str, attempts: int = 4) -> requests.Response:
+        """GET with a few retries of timeouts and 5xx (GitHub has bad seconds), then give up."""
+        problem = ""
+        for attempt in range(1, attempts + 1):
+            try:
+                resp = requests.get(
+                    url, headers=auth_headers(token), timeout=(CONNECT_TIMEOUT, self.settings["timeout"])
+                )
+            except requests.RequestException as exc:
+                problem = f"cannot reach GitHub at {self.settings['base_url']} ({type(exc).__name__})"
+            else:
+                if resp.status_code < 500:
+                    return resp
+                problem = f"GET {url} answered HTTP {resp.status_code}"
+            if attempt < attempts:
+                time.sleep(2 ** (attempt - 1))
+        raise GitHubUnavailable(problem)
 
     def test_connection(self) -> tuple[bool, str]:
         """The Airflow UI's connection test."""
