@@ -3,12 +3,12 @@ two runs committing overlapping rows at once, and Redis losing a run's staging m
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 
 import psycopg
 import pytest
+from fault_harness import conn_env
 
 from github_collector import run_tasks
 from github_collector.collector import Step
@@ -27,16 +27,10 @@ def target(pg_dsn, pg_database, key_prefix, monkeypatch):
     with psycopg.connect(pg_dsn, autocommit=True) as c:
         c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         c.execute(f'CREATE DATABASE "{db}"')
-    monkeypatch.setenv("GITHUB_REPO_USERS_REDIS_PREFIX", key_prefix)
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_REDIS_DEFAULT", json.dumps({"conn_type": "redis", "host": "127.0.0.1", "port": 6379})
-    )
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_POSTGRES_DEFAULT",
-        json.dumps(
-            {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": db}
-        ),
-    )
+    for k, v in conn_env(
+        github_url="http://127.0.0.1:9", tokens=["unused"], pg_db=db, prefix=key_prefix
+    ).items():
+        monkeypatch.setenv(k, v)
     yield f"host=127.0.0.1 port=5432 user=postgres dbname={db}"
     with psycopg.connect(pg_dsn, autocommit=True) as c:
         c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
@@ -234,16 +228,18 @@ def test_staging_lost_mid_commit_is_recorded_lost_not_complete(
     staging = stage(redis_client, key_prefix, run_id, users, links)
     real_delete = Staging.delete_fields
     flushed: list[str] = []
+    once = threading.Lock()  # two commit workers delete at once: only the first one loses Redis
 
     def delete_then_lose(self, kind, fields):
         real_delete(self, kind, fields)
-        if kind == "users" and not flushed:  # right after the first chunk of users committed
-            if how == "flush":  # what FLUSHDB does to this run
-                keys = list(redis_client.scan_iter(match=staging.ns + "*", count=1000))
-                redis_client.delete(*keys)
-            else:
-                redis_client.delete(staging.key("lost_sentinel"))
-            flushed.append(kind)
+        with once:
+            if kind == "users" and not flushed:  # right after the first chunk of users committed
+                if how == "flush":  # what FLUSHDB does to this run
+                    keys = list(redis_client.scan_iter(match=staging.ns + "*", count=1000))
+                    redis_client.delete(*keys)
+                else:
+                    redis_client.delete(staging.key("lost_sentinel"))
+                flushed.append(kind)
 
     monkeypatch.setattr(Staging, "delete_fields", delete_then_lose)
     from airflow.providers.common.compat.sdk import AirflowFailException

@@ -280,6 +280,26 @@ def test_copy_text_escapes_every_value_into_one_line():
 
 
 # -- deadlocks and serialization failures are retried -----------------------------------------
+def start_blocked(conn, writer_conn, write) -> tuple[threading.Thread, list[BaseException]]:
+    """Run ``write`` (on ``writer_conn``) in a thread, and return once it waits for a row lock."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            write()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    pid = writer_conn.info.backend_pid
+    waiting = "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s"
+    assert wait_until(lambda: rows(conn, waiting, pid) == [("Lock",)]), (
+        "the writer never waited for a row lock"
+    )
+    return thread, errors
+
+
 def test_deadlock_is_rolled_back_and_applied_again(conn, pg_dsn, caplog):
     loader.apply_chunk(conn, "users", [user(1, "a"), user(2, "b")], T0)
     writer_conn, blocker = psycopg.connect(pg_dsn), psycopg.connect(pg_dsn)
@@ -288,23 +308,12 @@ def test_deadlock_is_rolled_back_and_applied_again(conn, pg_dsn, caplog):
         blocker.execute("SET deadlock_timeout = '30s'")
         blocker.execute("UPDATE github_user SET login = 'blocker' WHERE user_id = 2")
         writer = loader.ChunkWriter(writer_conn, backoff_s=0.01)
-        errors: list[BaseException] = []
-
-        def write() -> None:
-            try:
-                writer.apply("users", loader.encode_docs([user(1, "a2"), user(2, "b2")]), T1)
-            except BaseException as exc:
-                errors.append(exc)
-
         caplog.set_level(logging.WARNING, logger="github_collector.loader")
-        thread = threading.Thread(target=write)
-        thread.start()
-        pid = writer_conn.info.backend_pid
-        assert wait_until(
-            lambda: (
-                rows(conn, "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", pid) == [("Lock",)]
-            )
-        ), "the writer never waited for the blocker's row lock"
+        thread, errors = start_blocked(
+            conn,
+            writer_conn,
+            lambda: writer.apply("users", loader.encode_docs([user(1, "a2"), user(2, "b2")]), T1),
+        )
         blocker.execute("UPDATE github_user SET login = 'blocker' WHERE user_id = 1")  # closes the cycle
         blocker.commit()
         thread.join(timeout=60)
@@ -382,21 +391,8 @@ def test_upserts_lock_rows_in_key_order(conn, pg_dsn, kind):
     try:
         where = " AND ".join(f"{k.strip()} = %s" for k in key.split(","))
         holder.execute(f"SELECT 1 FROM {table} WHERE {where} FOR NO KEY UPDATE", held)  # noqa: S608
-        errors: list[BaseException] = []
-
-        def write() -> None:
-            try:
-                loader.apply_chunk(writer_conn, kind, records, T1)
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=write)
-        thread.start()
-        pid = writer_conn.info.backend_pid
-        assert wait_until(
-            lambda: (
-                rows(conn, "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", pid) == [("Lock",)]
-            )
+        thread, errors = start_blocked(
+            conn, writer_conn, lambda: loader.apply_chunk(writer_conn, kind, records, T1)
         )
         free = prober.execute(
             f"SELECT {key} FROM {table} ORDER BY {key} FOR NO KEY UPDATE SKIP LOCKED"  # noqa: S608
