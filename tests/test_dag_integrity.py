@@ -37,6 +37,26 @@ def test_dagbag_has_no_import_errors_and_the_dag():
     assert dag.doc_md and dag.tags
 
 
+def test_fetch_slots_are_mapped_over_a_list_fixed_at_parse_time(monkeypatch):
+    """Not over an upstream XCom: Airflow 2.11's `dags backfill` deadlocks on that shape."""
+    from github_collector.settings import DEFAULT_FETCH_SLOTS
+
+    monkeypatch.delenv("GITHUB_REPO_USERS_FETCH_SLOTS", raising=False)
+    group = _dagbag().dags["github_repo_users"].task_group_dict["collect"]
+    assert group._expand_input.value == {"slot": list(range(DEFAULT_FETCH_SLOTS))}
+    monkeypatch.setenv("GITHUB_REPO_USERS_FETCH_SLOTS", "3")
+    assert _dagbag().dags["github_repo_users"].task_group_dict["collect"]._expand_input.value == {
+        "slot": [0, 1, 2]
+    }
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "many", "257"])
+def test_a_bad_slot_count_is_an_import_error_naming_it(monkeypatch, bad):
+    monkeypatch.setenv("GITHUB_REPO_USERS_FETCH_SLOTS", bad)
+    errors = _dagbag().import_errors
+    assert len(errors) == 1 and f"GITHUB_REPO_USERS_FETCH_SLOTS={bad!r}" in next(iter(errors.values()))
+
+
 def _parse_under_guard(dag_file: Path) -> subprocess.CompletedProcess:
     """Parse a DAG file in a fresh interpreter where every kind of I/O we forbid raises."""
     script = textwrap.dedent(
