@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
+import time
 
 import graphql
 import pytest
@@ -267,3 +269,29 @@ def test_every_query_the_client_sends_validates_against_githubs_schema(
     for doc in docs:
         errors = graphql.validate(schema, graphql.parse(doc))
         assert not errors, (errors[:3], doc[:300])
+
+
+def test_rate_limit_reads_wait_for_the_tokens_lease_like_any_request(dataset, redis_client, key_prefix):
+    """GET /rate_limit is free but still a request in flight: it waits while another worker
+    (here: a lease taken directly) is sending with the same token, and skips a cooling token."""
+    cfg = EmulatorConfig(
+        tokens=[TokenConfig(name="t1", token=TOK1), TokenConfig(name="t2", token=TOK2)],
+        secondary_max_concurrent=1,
+    )
+    with EmulatorServer(dataset, cfg) as srv:
+        client = make_client(srv.url, [TOK1, TOK2], redis_client, key_prefix)
+        fp1, fp2 = client.fingerprints
+        other = client.quota.lease_token(fp1)  # another worker's request on t1
+        assert other is not None and client.quota.lease_token(fp1, max_wait=0) is None
+        client.quota.cool_down(fp2, time.time() + 30)  # t2 is resting after a secondary limit
+        seeding = threading.Thread(target=client.ensure_quota_records)
+        seeding.start()
+        time.sleep(0.5)
+        assert [e["token"] for e in srv.request_log()] == []  # t1 waits for its lease, t2 is skipped
+        client.quota.release(other)
+        seeding.join(timeout=30)
+        assert not seeding.is_alive()
+        assert [(e["token"], e["path"]) for e in srv.request_log()] == [("t1", "/rate_limit")]
+        assert client.quota.state(fp1, "core") is not None and client.quota.state(fp2, "core") is None
+        assert client.quota.lease_token(fp1, max_wait=0) is not None  # released once the record was stored
+        assert srv.stats()["secondary_limit_hits"] == 0

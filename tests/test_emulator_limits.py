@@ -168,6 +168,8 @@ def test_stats_and_log_use_token_names_only(emu_server, emu_client) -> None:
         (None, "GET", 200, "core", 0),
     ]
     assert log[0]["path"] == f"/repos/{EMPTY}" and isinstance(log[0]["t"], float)
+    # A charged request logs what its window had left after the charge; a free one does not.
+    assert [e.get("remaining") for e in log] == [4999, 4998, 4999, None]
     dumped = json.dumps([stats, log])
     assert EMU_TOKEN_COLLAB not in dumped and EMU_TOKEN_PLAIN not in dumped
 

@@ -159,3 +159,51 @@ def test_sensor_reserves_when_quota_covers_and_defers_to_the_reset_when_not(
 
     with pytest.raises(AirflowSkipException, match="slot 3"):
         RateLimitSensor(task_id="g", slot=3).poke(_context("run-1", 3))
+
+
+@pytest.mark.integration
+def test_the_plans_token_check_takes_each_tokens_lease(
+    emu_server_factory, monkeypatch, key_prefix, redis_client
+):
+    """Workers of another run may be sending with the same tokens: the plan's GET /rate_limit
+    waits for each token's lease, and leaves a token cooling down after a secondary limit alone."""
+    import threading
+    import time
+
+    from github_collector.emulator import TokenConfig
+    from github_collector.run_tasks import check_connections
+
+    busy, cooling = "hook-lease-token-busy-1", "hook-lease-token-cooling-2"
+    srv = emu_server_factory(
+        tokens=[TokenConfig(name="busy", token=busy), TokenConfig(name="cooling", token=cooling)],
+        secondary_max_concurrent=1,
+    )
+    monkeypatch.setenv("GITHUB_REPO_USERS_REDIS_PREFIX", key_prefix)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_REDIS_DEFAULT", json.dumps({"conn_type": "redis", "host": "127.0.0.1", "port": 6379})
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_POSTGRES_DEFAULT", json.dumps({"conn_type": "postgres", "host": "x"}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GITHUB_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "github_repo_users",
+                "host": srv.url,
+                "password": busy,
+                "extra": {"tokens": [cooling]},
+            }
+        ),
+    )
+    store = QuotaStore(redis_client, prefix=key_prefix)
+    other = store.lease_token(fingerprint(busy), max_wait=0)  # another run's request in flight
+    store.cool_down(fingerprint(cooling), time.time() + 30)
+    check = threading.Thread(target=check_connections, args=("github_default", "postgres_default"))
+    check.start()
+    time.sleep(0.5)
+    assert srv.request_log() == []  # waiting for the busy token's lease
+    store.release(other)
+    check.join(timeout=30)
+    assert not check.is_alive()
+    assert [(e["token"], e["path"]) for e in srv.request_log()] == [("busy", "/rate_limit")]
+    assert srv.stats()["secondary_limit_hits"] == 0
+    assert store.lease_token(fingerprint(busy), max_wait=0) is not None  # released after the check

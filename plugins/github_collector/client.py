@@ -191,8 +191,16 @@ class GitHubClient:
         """Read a token's quota from GET /rate_limit (free); a few tries, then carry on without.
 
         Without a record the token is still used: the first response's headers fill it in.
+        The request holds the token's lease like any other: workers in other processes (and
+        on other machines) may be sending with the same token at this very moment.
         """
         for attempt in range(1, self.max_attempts + 1):
+            lease = self.quota.lease_token(fp)
+            if lease is None:
+                log.warning(
+                    "token %s stayed busy or cooling down; going on without its /rate_limit record", fp
+                )
+                return
             try:
                 resp = self.session.get(
                     self.base_url + "/rate_limit", headers=self._headers(fp), timeout=self.timeout
@@ -217,6 +225,8 @@ class GitHubClient:
                 else:
                     log.warning("GET /rate_limit for token %s answered %s", fp, resp.status_code)
                     return
+            finally:
+                self.quota.release(lease)  # after the record is stored, as in _send
             if attempt < self.max_attempts:
                 self._backoff(attempt)
         log.warning("GET /rate_limit for token %s failed (%s); going on without its record", fp, problem)

@@ -167,8 +167,13 @@ class GitHubHook(BaseHook):
             )
         return self._client
 
-    def check_tokens(self) -> list[str]:
+    def check_tokens(self, quota: QuotaStore | None = None) -> list[str]:
         """Ask GET /rate_limit (free) with every token; nothing is stored anywhere.
+
+        With ``quota`` (the pool's store), each request holds its token's lease, as every
+        request of the client does: other runs' workers may be using the same tokens right
+        now. A token cooling down after a secondary limit is not asked (and counts as
+        accepted: GitHub answered it, and will again once it rests).
 
         Returns the fingerprints of the tokens GitHub accepted. Raises ConfigError when GitHub
         accepts none, or the base URL does not answer like GitHub's REST API, and
@@ -178,7 +183,17 @@ class GitHubHook(BaseHook):
         accepted, rejected = [], []
         url = s["base_url"] + "/rate_limit"
         for token in s["tokens"]:
-            resp = self._get_with_retries(url, token)
+            fp = fingerprint(token)
+            lease = quota.lease_token(fp) if quota is not None else None
+            if quota is not None and lease is None:
+                log.info("token %s is cooling down or busy: not checked now", fp)
+                accepted.append(fp)
+                continue
+            try:
+                resp = self._get_with_retries(url, token)
+            finally:
+                if lease is not None:
+                    quota.release(lease)
             if resp.status_code == 401:
                 rejected.append(fingerprint(token))
             elif resp.status_code == 200:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import socket
 import time
 import uuid
@@ -310,7 +311,36 @@ class QuotaStore:
         ttl = max(1, int(until - time.time()) + 1)
         self.redis.set(self._k("cooldown", fp), repr(float(until)), ex=ttl)
 
+    def cooling_until(self, fp: str) -> float:
+        """Epoch until which a secondary limit keeps every worker off this token (0 if none)."""
+        raw = self.redis.get(self._k("cooldown", fp))
+        return float(raw) if raw else 0.0
+
     # -- leasing --------------------------------------------------------------------------
+    def lease_token(self, fp: str, max_wait: float = 60.0) -> Lease | None:
+        """Lease this one token for a request that costs no quota (GET /rate_limit), waiting
+        while another request holds it. None if the token cools down after a secondary limit,
+        or is still held after ``max_wait`` seconds.
+
+        Free requests are requests in flight all the same: without the lease, a process reading
+        a token's /rate_limit would send while another process's request with that token is
+        still open, which breaks GitHub's one-request-at-a-time rule for the token.
+        """
+        owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex}"
+        started = next_reap = time.monotonic()
+        while True:
+            if self.cooling_until(fp) > time.time():
+                return None
+            if self.redis.set(self._k("lease", fp), owner, nx=True, px=self.lease_ttl_ms):
+                return Lease(-1, fp, owner)
+            waited = time.monotonic() - started
+            if waited >= max_wait:
+                return None
+            if waited > 1 and time.monotonic() >= next_reap:
+                self.reap_dead_leases([fp])  # a killed worker's lease, as GitHubClient._lease does
+                next_reap = time.monotonic() + 1
+            time.sleep(0.02 + random.random() * 0.05)
+
     def lease(
         self,
         fps: list[str],

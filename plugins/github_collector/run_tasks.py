@@ -29,7 +29,9 @@ def _redis(redis_conn_id: str):
     return RedisHook(redis_conn_id=redis_conn_id).get_conn()
 
 
-def check_connections(github_conn_id: str, postgres_conn_id: str) -> None:
+def check_connections(
+    github_conn_id: str, postgres_conn_id: str, redis_conn_id: str = settings.REDIS_CONN_ID
+) -> None:
     """Check the GitHub connection (its settings, and its tokens with the free GET /rate_limit)
     and that the Postgres connection exists.
 
@@ -40,7 +42,10 @@ def check_connections(github_conn_id: str, postgres_conn_id: str) -> None:
 
     from github_collector.hook import GitHubHook
 
-    GitHubHook(github_conn_id).check_tokens()
+    hook = GitHubHook(github_conn_id, redis_conn_id, key_prefix=settings.key_prefix())
+    # Through the token leases: workers of other runs (on other machines, under Celery) may be
+    # sending with these tokens right now, and GitHub wants one request at a time per token.
+    hook.check_tokens(quota=hook.get_quota_store())
     try:
         BaseHook.get_connection(postgres_conn_id)
     except Exception as exc:
@@ -71,7 +76,7 @@ def plan_run(
             params.get("batch_size"),
             params.get("full_refresh", False),
         )
-        check_connections(github_conn_id, postgres_conn_id)
+        check_connections(github_conn_id, postgres_conn_id, redis_conn_id)
     except (InvalidInput, ConfigError) as exc:
         raise AirflowFailException(str(exc)) from None
     staging = Staging(_redis(redis_conn_id), run_namespace(settings.key_prefix(), dag_id, run_id))

@@ -283,6 +283,10 @@ class EmulatorApp:
                     **(extra or {}),
                 }
             )
+            if cost:
+                # The window's units left after this charge: lets a test check that no token
+                # ever went below its reserve, in any window, whoever sent the requests.
+                note = {**(note or {}), "remaining": window.remaining}
             self.acc.record(who, method, log_path, result_status, resource, cost, faults, note)
             return resp
 
