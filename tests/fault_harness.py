@@ -74,6 +74,13 @@ class TaskOutcome:
     sleeps: list[float] = field(default_factory=list)  # sleeps inside the task (worker time)
 
 
+def failures(outcomes: dict) -> list[str]:
+    """Every task failure of a run() result, for assertion messages."""
+    out = [f"{name}: {o.error!r}" for name, o in outcomes.items() if isinstance(o, TaskOutcome) and o.error]
+    out += [f"slot {s}: {o.error!r}" for s, o in outcomes.get("slots", {}).items() if o.state == "failed"]
+    return out
+
+
 class InProcessRun:
     def __init__(self, run_id: str, *, slots: int = 2, max_deferrals: int = 200) -> None:
         self.run_id = run_id

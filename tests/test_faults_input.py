@@ -15,7 +15,7 @@ import os
 import psycopg
 import pytest
 from e2e_harness import read_back
-from fault_harness import ALL, InProcessRun, conn_env
+from fault_harness import ALL, InProcessRun, conn_env, failures
 
 from github_collector.emulator import DatasetSpec, EmulatorConfig, EmulatorServer, TokenConfig, build_dataset
 from github_collector.plan import MAX_REPOS
@@ -217,7 +217,7 @@ def test_a_token_without_the_email_scope_leaves_stored_emails_alone(
 ):
     names = emulator.app.ds.repo_names()
     first = InProcessRun("with-email", slots=1).run({"repositories": names, "batch_size": 20})
-    assert first["commit"].state == "success", repr(first["commit"].error)
+    assert first["commit"].state == "success", failures(first)
     users, _, _ = read_back(fresh_db[1])
     emails = {uid: u["email"] for uid, u in users.items() if u["email"]}
     assert emails, "the dataset has no public email: the test proves nothing"
@@ -230,7 +230,7 @@ def test_a_token_without_the_email_scope_leaves_stored_emails_alone(
     second = InProcessRun("without-email", slots=1).run(
         {"repositories": names, "batch_size": 20, "full_refresh": True}
     )
-    assert second["commit"].state == "success", repr(second["commit"].error)
+    assert second["commit"].state == "success", failures(second)
     assert "lacks the scope for profile email; email is left unknown" in caplog.text
     users, _, _ = read_back(fresh_db[1])
     assert {uid: users[uid]["email"] for uid in emails} == emails
