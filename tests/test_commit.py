@@ -234,16 +234,18 @@ def test_staging_lost_mid_commit_is_recorded_lost_not_complete(
     staging = stage(redis_client, key_prefix, run_id, users, links)
     real_delete = Staging.delete_fields
     flushed: list[str] = []
+    once = threading.Lock()  # the commit's writers delete fields from two threads at once
 
     def delete_then_lose(self, kind, fields):
         real_delete(self, kind, fields)
-        if kind == "users" and not flushed:  # right after the first chunk of users committed
-            if how == "flush":  # what FLUSHDB does to this run
-                keys = list(redis_client.scan_iter(match=staging.ns + "*", count=1000))
-                redis_client.delete(*keys)
-            else:
-                redis_client.delete(staging.key("lost_sentinel"))
-            flushed.append(kind)
+        with once:
+            if kind == "users" and not flushed:  # right after the first chunk of users committed
+                if how == "flush":  # what FLUSHDB does to this run
+                    keys = list(redis_client.scan_iter(match=staging.ns + "*", count=1000))
+                    redis_client.delete(*keys)
+                else:
+                    redis_client.delete(staging.key("lost_sentinel"))
+                flushed.append(kind)
 
     monkeypatch.setattr(Staging, "delete_fields", delete_then_lose)
     from airflow.providers.common.compat.sdk import AirflowFailException
