@@ -341,11 +341,14 @@ def test_airflow3_backfill_create_matches_one_by_one_runs_and_reprocesses(
     target, reference, meta = database("bf"), database("ref"), database("af")
     port = free_port()
     conf = _conf(dataset)
-    # 15-second windows: Airflow 3.3's scheduler can fail a task whose trigger fired very soon
-    # after it deferred (the worker's exit from defer() is processed after the resumed attempt
-    # started: apache/airflow#71580, #72716). The product retries it from its checkpoint, but
-    # each such retry costs the DAG's retry_delay; waits of several seconds keep it rare.
-    with EmulatorServer(dataset, _tight_quota(15, core=20, graphql=20)) as srv:
+    # Airflow 3.3's scheduler can fail a task whose trigger fired within seconds of its
+    # deferral: it handles the worker's exit from defer() after the resumed attempt started
+    # (apache/airflow#71580, #72716). The product retries the task from its checkpoint, but
+    # each retry costs the DAG's retry_delay. So waits of up to 8 s are slept in the fetch
+    # (max_inline_wait) and the others are deferred: 20 GraphQL units per 20-second window
+    # for 51 run out at least twice, the second time early in a window, whose end is then
+    # many seconds away: a deferral the triggerer serves.
+    with EmulatorServer(dataset, _tight_quota(20, core=60, graphql=20)) as srv:
         env = airflow_env(
             tmp_path / "backfill",
             github_url=srv.url,
@@ -355,7 +358,7 @@ def test_airflow3_backfill_create_matches_one_by_one_runs_and_reprocesses(
             metadata_db=metadata_url(meta[0]),
             executor="LocalExecutor",
             extra={
-                "AIRFLOW_CONN_GITHUB_DEFAULT": _conn(srv.url, max_inline_wait=0),
+                "AIRFLOW_CONN_GITHUB_DEFAULT": _conn(srv.url, max_inline_wait=8),
                 "GITHUB_REPO_USERS_FETCH_SLOTS": SLOTS,
                 # the LocalExecutor's workers run tasks through the api-server's execution API
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
