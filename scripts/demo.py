@@ -50,19 +50,29 @@ def say(msg: str) -> None:
 
 
 def airflow_env(
-    home: Path = HOME, pg_db: str = PG_DB, prefix: str = PREFIX, base: dict | None = None
+    home: Path = HOME,
+    pg_db: str = PG_DB,
+    prefix: str = PREFIX,
+    base: dict | None = None,
+    *,
+    metadata_db: str | None = None,
+    executor: str | None = None,
 ) -> dict[str, str]:
-    """A local Airflow (SQLite metadata) with this project's DAG and connections to Redis and Postgres.
+    """A local Airflow with this project's DAG and connections to Redis and Postgres.
 
-    Shared with the end-to-end tests, which point it at their own home, database and prefix.
+    Its metadata DB is SQLite in ``home`` unless ``metadata_db`` (an SQLAlchemy URL, e.g. a
+    Postgres database for the LocalExecutor) says otherwise; ``executor`` overrides Airflow's
+    default. Shared with the end-to-end tests, which point it at their own home, database and prefix.
     """
     env = dict(os.environ if base is None else base)
+    if executor:
+        env["AIRFLOW__CORE__EXECUTOR"] = executor
     env.update(
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
         AIRFLOW__CORE__PLUGINS_FOLDER=str(ROOT / "plugins"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=metadata_db or f"sqlite:///{home / 'airflow.db'}",
         AIRFLOW__LOGGING__BASE_LOG_FOLDER=str(home / "logs"),
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "plugins"), env.get("PYTHONPATH", "")])),
         GITHUB_REPO_USERS_REDIS_PREFIX=prefix,

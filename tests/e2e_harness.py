@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -18,12 +22,25 @@ import demo  # noqa: E402  (scripts/ is not a package)
 
 
 def airflow_env(
-    home: Path, *, github_url: str, tokens: list[str], pg_db: str, prefix: str, extra: dict | None = None
+    home: Path,
+    *,
+    github_url: str,
+    tokens: list[str],
+    pg_db: str,
+    prefix: str,
+    extra: dict | None = None,
+    metadata_db: str | None = None,
+    executor: str | None = None,
 ) -> dict:
-    """The demo's local Airflow environment, pointed at this test's emulator, database and prefix."""
+    """The demo's local Airflow environment, pointed at this test's emulator, database and prefix.
+
+    SQLite metadata in ``home`` unless ``metadata_db`` (see ``metadata_url``) names another.
+    """
     base = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env = demo.airflow_env(home, pg_db, prefix, base=base)
+    env = demo.airflow_env(home, pg_db, prefix, base=base, metadata_db=metadata_db, executor=executor)
     env["PYTHONPATH"] = str(ROOT / "plugins")
+    # `airflow` and `python` of this interpreter's venv first, for anything Airflow starts by name
+    env["PATH"] = os.pathsep.join(filter(None, [str(Path(AIRFLOW).parent), env.get("PATH", "")]))
     env["AIRFLOW_CONN_GITHUB_DEFAULT"] = json.dumps(
         {
             "conn_type": "github_repo_users",
@@ -36,13 +53,119 @@ def airflow_env(
     return env
 
 
+def airflow_major() -> int:
+    """The major version of the Airflow installed next to this interpreter (without importing it)."""
+    from importlib.metadata import version
+
+    return int(version("apache-airflow").split(".")[0])
+
+
+def metadata_url(db: str) -> str:
+    """SQLAlchemy URL of a metadata database on the local Postgres (psycopg2 ships with 2.11 and 3.x)."""
+    return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """An airflow command in the background, in a session of its own, its output in a log file.
+
+    Airflow's task runners move tasks into process groups of their own, but not out of the
+    session, so ``stop()`` ends every process of the session: nothing outlives the test.
+    """
+
+    def __init__(self, args: list[str], env: dict, log: Path) -> None:
+        self.args, self.env, self.log = args, env, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Service:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.args,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def __enter__(self) -> Service:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit code, or None if it still runs after ``timeout`` seconds."""
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _members(self) -> list[int]:
+        import psutil
+
+        sid = self.proc.pid if self.proc is not None else None
+        found = []
+        for p in psutil.process_iter(["status"]):
+            try:
+                if os.getsid(p.pid) == sid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                    found.append(p.pid)
+            except (OSError, psutil.Error):
+                continue
+        return found
+
+    def signal(self, sig: int) -> bool:
+        """Send ``sig`` to every process of the session; False if none is left."""
+        members = self._members()
+        for pid in members:
+            with contextlib.suppress(OSError):  # gone meanwhile
+                os.kill(pid, sig)
+        return bool(members)
+
+    def stop(self, grace: float = 20.0) -> None:
+        stop_all([self], grace)
+
+
+def stop_all(services: list[Service], grace: float = 20.0) -> None:
+    """SIGTERM to every process of the services' sessions, SIGKILL to those left after ``grace`` s."""
+    started = [s for s in services if s.proc is not None]
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        pending = [s for s in started if s.signal(sig)]
+        end = time.monotonic() + wait
+        while pending and time.monotonic() < end:
+            time.sleep(0.2)
+            for s in pending:
+                s.proc.poll()  # reap the leader; the others are reparented and reaped
+            pending = [s for s in pending if s._members()]
+        if not pending:
+            break
+    for s in started:
+        s.proc.wait(timeout=10)
+
+
 def migrate(env: dict) -> None:
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
 
 
-def dags_test(env: dict, conf: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+def dags_test(
+    env: dict, conf: dict, timeout: float = 600, logical_date: str | None = None
+) -> subprocess.CompletedProcess:
+    date = [logical_date] if logical_date else []
     return subprocess.run(
-        [AIRFLOW, "dags", "test", "github_repo_users", "-c", json.dumps(conf)],
+        [AIRFLOW, "dags", "test", "github_repo_users", *date, "-c", json.dumps(conf)],
         env=env,
         capture_output=True,
         text=True,
