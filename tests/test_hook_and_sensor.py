@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -207,3 +208,59 @@ def test_the_plans_token_check_takes_each_tokens_lease(
     assert [(e["token"], e["path"]) for e in srv.request_log()] == [("busy", "/rate_limit")]
     assert srv.stats()["secondary_limit_hits"] == 0
     assert store.lease_token(fingerprint(busy), max_wait=0) is not None  # released after the check
+
+
+@pytest.mark.integration
+def test_sensor_sleeps_through_a_short_wait_and_defers_a_long_one(
+    emu_server_factory, monkeypatch, key_prefix, redis_client
+):
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    from github_collector.emulator import TokenConfig
+    from github_collector.quota import QuotaStore
+
+    token = "sensor-test-token-2"
+    srv = emu_server_factory(tokens=[TokenConfig(name="s", token=token, core_limit=30, graphql_limit=30)])
+    for k, v in {
+        "GITHUB_REPO_USERS_REDIS_PREFIX": key_prefix,
+        "AIRFLOW_CONN_REDIS_DEFAULT": json.dumps({"conn_type": "redis", "host": "127.0.0.1", "port": 6379}),
+        "AIRFLOW_CONN_GITHUB_DEFAULT": json.dumps(
+            {
+                "conn_type": "github_repo_users",
+                "host": srv.url,
+                "password": token,
+                "extra": {"max_inline_wait": 5, "reserve": 0},
+            }
+        ),
+    }.items():
+        monkeypatch.setenv(k, v)
+    ns = run_namespace(key_prefix, "github_repo_users", "run-2")
+    Staging(redis_client, ns).save_plan({"relations": ["contributors"], "batches": [["a/b"] * 10]})
+    store = QuotaStore(redis_client, prefix=key_prefix)
+    fp = fingerprint(token)
+    sleeps: list[float] = []
+    monkeypatch.setattr("github_collector.sensors.time.sleep", lambda s: sleeps.append(s))
+    # The core window is dry for 3 more seconds: the gate waits in the task, then reserves.
+    reset = int(time.time()) + 3
+    store.set_state(fp, "core", QuotaState(30, 0, 30, reset))
+    store.set_state(fp, "graphql", QuotaState(30, 30, 0, reset))
+    clock = {"now": time.time()}
+    monkeypatch.setattr("github_collector.sensors.time.time", lambda: clock["now"])
+    real_poke = RateLimitSensor.poke
+
+    def poke_after_reset(self, context):  # the second look comes after the wait
+        if sleeps:
+            store.set_state(fp, "core", QuotaState(30, 30, 0, reset + 3600))
+        return real_poke(self, context)
+
+    monkeypatch.setattr(RateLimitSensor, "poke", poke_after_reset)
+    RateLimitSensor(task_id="g", slot=0).execute(_context("run-2", 0))
+    assert len(sleeps) == 1 and 0 < sleeps[0] <= 5
+    # A wait beyond max_inline_wait defers instead.
+    sleeps.clear()
+    store.release_reservation(reservation_id(_context("run-2", 0), 0))
+    store.set_state(fp, "core", QuotaState(30, 0, 30, reset + 7200))
+    monkeypatch.setattr(RateLimitSensor, "poke", real_poke)
+    with pytest.raises(TaskDeferred):
+        RateLimitSensor(task_id="g", slot=0).execute(_context("run-2", 0))
+    assert sleeps == []

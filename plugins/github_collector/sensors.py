@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from github_collector.quota import RESOURCES
 from github_collector.staging import LOST_MESSAGE, Staging, run_namespace
 
 CONNECTIONS_PER_QUERY = 10
+MAX_INLINE_WAITS = 5  # short waits slept through in a row before deferring anyway
 
 
 def estimate_cost(batch: Sequence[str], relations: Sequence[str]) -> dict[str, int]:
@@ -71,6 +73,7 @@ class RateLimitSensor(BaseSensorOperator):
         self.redis_conn_id = redis_conn_id
         self.deferrable = deferrable
         self._next_check: float | None = None
+        self._max_inline_wait = 0.0
 
     def poke(self, context: Any) -> bool:
         hook = GitHubHook(self.github_conn_id, self.redis_conn_id, key_prefix=settings.key_prefix())
@@ -83,6 +86,7 @@ class RateLimitSensor(BaseSensorOperator):
         if index is None:
             raise AirflowSkipException(f"slot {self.slot}: every batch is taken by other slots")
         client = hook.get_conn()
+        self._max_inline_wait = hook.settings["max_inline_wait"]
         client.ensure_quota_records(refresh_stale=True)  # free: GET /rate_limit
         store = hook.get_quota_store()
         need = estimate_cost(plan["batches"][index], self.relations or plan["relations"])
@@ -112,9 +116,25 @@ class RateLimitSensor(BaseSensorOperator):
     def execute(self, context: Any) -> None:
         if not self.deferrable:
             return super().execute(context)
-        if not self.poke(context):
-            self._defer()
+        self._wait_or_defer(context)
         return None
+
+    def _wait_or_defer(self, context: Any) -> None:
+        """Sleep through a wait no longer than the connection's ``max_inline_wait``; defer a longer one.
+
+        A short wait costs less in the task than a task exit, a trigger and a resume; and
+        Airflow 3.3 may mark a task that resumes within seconds of deferring for retry
+        (apache/airflow#71580). Long waits never hold a worker slot.
+        """
+        for _ in range(MAX_INLINE_WAITS):
+            if self.poke(context):
+                return
+            wait = (self._next_check or 0) + 1 - time.time()
+            if wait > self._max_inline_wait:
+                break
+            self.log.info("quota short for %.0f s: waiting here rather than deferring", max(wait, 0))
+            time.sleep(max(wait, 0))
+        self._defer()
 
     def _defer(self) -> None:
         from airflow.providers.standard.triggers.temporal import DateTimeTrigger
@@ -125,5 +145,4 @@ class RateLimitSensor(BaseSensorOperator):
         self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute_complete")
 
     def execute_complete(self, context: Any, event: Any = None) -> None:
-        if not self.poke(context):
-            self._defer()
+        self._wait_or_defer(context)
