@@ -132,3 +132,29 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("fault figures")
         for line in FIGURES:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture()
+def product_log():
+    """What the product logged during the test, whatever Airflow did to logging propagation."""
+    import logging
+
+    class Collect(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.DEBUG)
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage())
+
+        @property
+        def text(self) -> str:
+            return "\n".join(self.lines)
+
+    logger = logging.getLogger("github_collector")
+    handler, level = Collect(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)

@@ -213,7 +213,7 @@ def test_accepted_input_is_normalised_and_deduplicated(dag, env, redis_client, k
 
 
 def test_a_token_without_the_email_scope_leaves_stored_emails_alone(
-    emulator, env, monkeypatch, fresh_db, caplog
+    emulator, env, monkeypatch, fresh_db, product_log
 ):
     names = emulator.app.ds.repo_names()
     first = InProcessRun("with-email", slots=1).run({"repositories": names, "batch_size": 20})
@@ -231,6 +231,6 @@ def test_a_token_without_the_email_scope_leaves_stored_emails_alone(
         {"repositories": names, "batch_size": 20, "full_refresh": True}
     )
     assert second["commit"].state == "success", failures(second)
-    assert "lacks the scope for profile email; email is left unknown" in caplog.text
+    assert "lacks the scope for profile email; email is left unknown" in product_log.text
     users, _, _ = read_back(fresh_db[1])
     assert {uid: users[uid]["email"] for uid in emails} == emails

@@ -113,7 +113,7 @@ def test_exhaustion_at_random_points_defers_and_completes_exactly(
         )
 
 
-def test_a_token_revoked_mid_run_is_named_and_the_run_goes_on(dataset, env, fresh_db, figure, caplog):
+def test_a_token_revoked_mid_run_is_named_and_the_run_goes_on(dataset, env, fresh_db, figure, product_log):
     tokens = [TokenConfig(name=f"t{i}", token=TOKENS[i], collaborator_repos=("*",)) for i in range(3)]
     names = dataset.repo_names()
     with EmulatorServer(dataset, EmulatorConfig(tokens=tokens, latency_ms=5)) as srv:
@@ -133,9 +133,9 @@ def test_a_token_revoked_mid_run_is_named_and_the_run_goes_on(dataset, env, fres
         rejected = {fp for o in out["slots"].values() if o.result for fp in o.result["rejected_tokens"]}
         fp = fingerprint(TOKENS[1])
         assert rejected == {fp}
-        assert f"GitHub rejected token {fp}" in caplog.text
-        assert "replace it in the github connection" in caplog.text
-        assert not any(t in caplog.text for t in TOKENS)
+        assert f"GitHub rejected token {fp}" in product_log.text
+        assert "replace it in the github connection" in product_log.text
+        assert not any(t in product_log.text for t in TOKENS)
         _check_exact(dataset, names, fresh_db[1])
         after = [e for e in srv.request_log() if e["token"] == "t1" and e["status"] == 401]
         figure(

@@ -125,7 +125,8 @@ class FetchBatchOperator(BaseOperator):
                 self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute")
             staging.set_outcome(index, "done")
             finished.append(index)
-        hook.get_quota_store().release_reservation(reservation)
+        store = hook.get_quota_store()
+        store.release_reservation(reservation)
         mine = sorted(b for b, s in staging.claims().items() if s == slot)
         context["slot_label"] = slot_label(slot, mine, plan)
         stats = client.stats
@@ -138,7 +139,8 @@ class FetchBatchOperator(BaseOperator):
             "graphql_spent": stats.graphql_spent,
             "not_modified": stats.not_modified,
             "secondary_hits": stats.secondary_hits,
-            "rejected_tokens": sorted(stats.rejected_tokens),
+            # every token the pool holds as rejected, whichever task or worker met the 401
+            "rejected_tokens": sorted(fp for fp in client.fingerprints if store.is_rejected(fp)),
         }
         self.log.info("slot %s done: %s", slot, summary)
         return summary
