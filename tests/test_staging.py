@@ -56,3 +56,13 @@ def test_nothing_is_written_into_a_lost_namespace(staging):
         staging.write_step(0, Step(state={"n": 1}, users=[user(1, True)], pages=1))
     assert staging.counts() == {"repos": 0, "users": 0, "links": 0}
     assert staging.load_state(0) is None and staging.stats() == {}
+
+
+def test_the_checkpoint_is_compressed_and_an_older_plain_one_still_loads(staging):
+    state = {"repos": {f"o/r{i}": {"streams": {"forkers": {"cursor": None}}} for i in range(200)}}
+    staging.write_step(0, Step(state=state))
+    raw = staging.redis.get(staging.key("batch", 0, "state"))
+    assert len(raw) < len(json.dumps(state)) / 5
+    assert staging.load_state(0) == state
+    staging.redis.set(staging.key("batch", 1, "state"), json.dumps({"n": 1}))  # written before compression
+    assert staging.load_state(1) == {"n": 1}

@@ -5,7 +5,7 @@ that run find their checkpoints, and overlapping runs (a daily run and a backfil
 each other's keys. Under ``{prefix}run:{id}:``:
 
 - ``plan``                   the run's plan (JSON)
-- ``batch:{i}:state``        a batch's checkpoint (collector.BatchState, JSON)
+- ``batch:{i}:state``        a batch's checkpoint (collector.BatchState, zlib-compressed JSON)
 - ``batch:{i}:outcome``      done | failed: <reason>
 - ``next_batch``             how many batches fetch slots have claimed so far (a counter)
 - ``slot:{s}:claimed``       the batches slot ``s`` claimed, in order; a retried or resumed
@@ -27,6 +27,7 @@ import hashlib
 import json
 import queue
 import threading
+import zlib
 from collections import deque
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
@@ -135,7 +136,10 @@ class Staging:
     # -- checkpoints ---------------------------------------------------------------------------------
     def load_state(self, batch: int) -> dict | None:
         raw = self.redis.get(self.key("batch", batch, "state"))
-        return json.loads(raw) if raw else None
+        if not raw:
+            return None
+        # zlib-compressed JSON; plain JSON (a checkpoint written before compression) reads too.
+        return json.loads(raw if isinstance(raw, str) or raw[:1] == b"{" else zlib.decompress(raw))
 
     # -- batches of a fetch slot -------------------------------------------------------------
     def _unfinished_claims(self, slot: int) -> list[int]:
@@ -214,7 +218,9 @@ class Staging:
         ]
         args = [
             STAGE_TTL_S,
-            json.dumps(step.state),
+            # The checkpoint is the whole batch's state (~40 KB for 50 repositories), rewritten
+            # after every page: compressed, it is ~25x smaller in Redis traffic and the AOF.
+            zlib.compress(json.dumps(step.state).encode(), 1),
             step.pages,
             step.cost.get("core", 0),
             step.cost.get("graphql", 0),
