@@ -1,7 +1,8 @@
 """Run one piece of the product in its own process and report its time and peak memory.
 
     python bench/child.py plan RUN_ID CONF_FILE
-    python bench/child.py fetch RUN_ID MAP_INDEX
+    python bench/child.py gate RUN_ID SLOT       (the slot's quota_gate sensor)
+    python bench/child.py fetch RUN_ID SLOT
     python bench/child.py commit RUN_ID [--profile FILE]
     python bench/child.py airflow CONF_FILE -- ARGS...   (the airflow CLI with -c read from a file)
 
@@ -87,6 +88,13 @@ def main(argv: list[str]) -> int:
 
         return airflow_main() or 0
 
+    # The modules a task imports lazily are imported before its clock starts, so the figure is
+    # the task's work (the RSS includes them all the same).
+    import airflow.providers.standard.triggers.temporal  # noqa: F401
+    from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: F401
+    from airflow.providers.redis.hooks.redis import RedisHook  # noqa: F401
+
+    from github_collector import hook, loader  # noqa: F401
     from github_collector.run_tasks import commit_run, plan_run
 
     run_id = argv[1]
@@ -94,23 +102,36 @@ def main(argv: list[str]) -> int:
         params = json.loads(Path(argv[2]).read_text())
         rss = _rss()
         t0 = time.perf_counter()
-        batches = plan_run(params, DAG_ID, run_id)
-        _report(time.perf_counter() - t0, rss, batches=len(batches))
+        summary = plan_run(params, DAG_ID, run_id)
+        _report(time.perf_counter() - t0, rss, batches=summary["batches"])
+    elif what == "gate":
+        from airflow.providers.common.compat.sdk import AirflowSkipException
+
+        from github_collector.sensors import RateLimitSensor
+
+        slot = int(argv[2])
+        ti = SimpleNamespace(dag_id=DAG_ID, run_id=run_id, map_index=slot, try_number=1)
+        op = RateLimitSensor(task_id="quota_gate", slot=slot)
+        rss = _rss()
+        t0 = time.perf_counter()
+        try:
+            op.execute({"ti": ti})  # the bench's limits are huge: it passes or skips, never defers
+            skipped = False
+        except AirflowSkipException:
+            skipped = True
+        _report(time.perf_counter() - t0, rss, skipped=skipped)
     elif what == "fetch":
         from github_collector.operators import FetchBatchOperator
 
-        ti = SimpleNamespace(dag_id=DAG_ID, run_id=run_id, map_index=int(argv[2]), try_number=1)
-        op = FetchBatchOperator(task_id="fetch", batch=[])
+        slot = int(argv[2])
+        ti = SimpleNamespace(dag_id=DAG_ID, run_id=run_id, map_index=slot, try_number=1)
+        op = FetchBatchOperator(task_id="fetch", slot=slot)
         rss = _rss()
         t0 = time.perf_counter()
         summary = op.execute({"ti": ti})
         _report(time.perf_counter() - t0, rss, summary=summary)
     elif what == "commit":
         profile = argv[argv.index("--profile") + 1] if "--profile" in argv else None
-        # Both hooks' modules are imported before the clock starts: the figure is the commit's work.
-        from airflow.providers.postgres.hooks.postgres import PostgresHook  # noqa: F401
-        from airflow.providers.redis.hooks.redis import RedisHook  # noqa: F401
-
         rss = _rss()
         t0 = time.perf_counter()
         counts = _profiled(profile, commit_run, DAG_ID, run_id) if profile else commit_run(DAG_ID, run_id)

@@ -45,6 +45,11 @@ EMULATOR_CONFIG = {
     "secondary_max_concurrent": 1000,
     "log_limit": 10,  # the request log is not used, keep the emulator's memory flat
 }
+# The emulator's secondary limits are raised above, so the client's own pacing under GitHub's
+# (720 REST / 1,600 GraphQL requests per minute and token by default) is turned off too: on
+# GitHub that pace sets the wall time; here the wall time is our code's.
+NO_PACE = {"core": 0, "graphql": 0}
+GITHUB_EXTRA = {"reserve": 0, "rest_per_minute": 0, "graphql_per_minute": 0}
 
 
 def say(msg: str) -> None:
@@ -189,8 +194,9 @@ def pg_database(tag: str) -> Iterator[tuple[str, str]]:
 
 
 # -- the product --------------------------------------------------------------------------------
-def make_client(url: str, redis_client, prefix: str):
-    """The product's client as the hook builds it (reserve 0: the emulator's limits are huge)."""
+def make_client(url: str, redis_client, prefix: str, reservation_id: str | None = None):
+    """The product's client as the hook builds it (reserve 0: the emulator's limits are huge;
+    no pacing: see NO_PACE)."""
     from github_collector.client import GitHubClient
     from github_collector.etag_cache import EtagCache
     from github_collector.quota import QuotaStore
@@ -198,8 +204,9 @@ def make_client(url: str, redis_client, prefix: str):
     return GitHubClient(
         url,
         [TOKEN],
-        QuotaStore(redis_client, prefix=prefix, reserve=0),
+        QuotaStore(redis_client, prefix=prefix, reserve=0, per_minute=NO_PACE),
         EtagCache(redis_client, prefix=prefix),
+        reservation_id=reservation_id,
     )
 
 
@@ -224,7 +231,7 @@ def airflow_env(home: Path, *, github_url: str, pg_db: str, prefix: str, extra: 
                 "conn_type": "github_repo_users",
                 "host": github_url,
                 "password": TOKEN,
-                "extra": {"reserve": 0},
+                "extra": GITHUB_EXTRA,
             }
         ),
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import cProfile
 import pstats
 import tempfile
+import time
 from pathlib import Path
 
 import commit_bench
@@ -102,17 +103,28 @@ def summarize(stats: pstats.Stats, top: int = 8) -> dict:
     }
 
 
-def run(spec: dict, commit_records: int) -> dict:
-    out: dict = {}
-    say("profile: full collection under cProfile")
-    with Emulator(spec) as emu, bench_redis("profile") as r:
-        prof = cProfile.Profile()
-        res = product_run(emu, r, emu.repos, profiler=prof)
-    out["fetch"] = {
-        "wall_s": round(res["seconds"], 1),
-        "users": res["users"],
-        **summarize(pstats.Stats(prof)),
-    }
+def run(fetch_specs: list[tuple[str, dict]], commit_records: int) -> dict:
+    """Profile the fetch path on each (label, dataset), then a commit of ``commit_records``."""
+    out: dict = {"fetch": []}
+    for label, spec in fetch_specs:
+        say(f"profile: full collection under cProfile ({label})")
+        with Emulator(spec) as emu, bench_redis("profile") as r:
+            prof = cProfile.Profile()
+            cpu0 = time.process_time()
+            res = product_run(emu, r, emu.repos, profiler=prof)
+            cpu = time.process_time() - cpu0
+        out["fetch"].append(
+            {
+                "label": label,
+                "repos": len(emu.repos),
+                "wall_s": round(res["seconds"], 1),
+                "cpu_s": round(cpu, 1),
+                "requests": res["requests"],
+                "steps": res["steps"],
+                "users": res["users"],
+                **summarize(pstats.Stats(prof)),
+            }
+        )
     say(f"profile: commit of {commit_records:,} records under cProfile")
     with (
         tempfile.TemporaryDirectory(prefix="bench-prof-") as tmp,

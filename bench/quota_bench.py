@@ -93,13 +93,15 @@ def product_run(
 
     plan = build_plan(repos, ALL_RELATIONS, 50)
     staging = Staging(r.client, run_namespace(r.prefix, DAG_ID, f"bench_{uuid.uuid4().hex[:10]}"))
+    staging.save_plan(plan)  # with the loss sentinel every staged step is checked against
     before = emu.units()
     requests = steps = 0
     t0 = time.perf_counter()
     if profiler is not None:
         profiler.enable()
     for i, batch in enumerate(plan["batches"]):
-        client = make_client(emu.url, r.client, r.prefix)  # one client per fetch task, as the hook does
+        # One client per batch, counting what it spends against a reservation as a fetch slot does.
+        client = make_client(emu.url, r.client, r.prefix, reservation_id=f"{staging.ns}slot:{i}")
         sink = StagingSink(staging, i)
         state = new_batch_state(batch, plan["relations"], previous or {})
         cls = Collector if queries is None else measured_collector(queries)

@@ -1,10 +1,9 @@
 """`make bench`: quota, incremental, end-to-end, commit and profile figures, as a table and
 as JSON (bench/results.json). Figures only: nothing here asserts a timing.
 
-    python bench/run.py                 # default, ~6 minutes on 2 cores
-    python bench/run.py --quick         # small dataset, ~30 s (bench/results-quick.json)
-    python bench/run.py --scales 1000,10000 --commit-1m   # also the larger scales (or --full)
-    python bench/run.py --only quota,commit               # some sections only
+    python bench/run.py                 # every figure (make bench): 100 repos, 1k and 10k repos, commits to 1M
+    python bench/run.py --quick         # small dataset and scale, commit of 10k (bench/results-quick.json)
+    python bench/run.py --only quota,commit --scales ''   # some sections only, no scale runs
 
 See bench/README.md for what each figure means.
 """
@@ -18,6 +17,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +36,12 @@ GOALS = {
     "commit_rows_per_s": 50_000,
     "commit_rss_mb": 300,
 }
+
+
+SCALES = [1000, 10_000]  # end to end on many small repositories, to show how cost grows
+QUICK_SCALES = [300]
+COMMIT_SIZES = [10_000, 100_000, 1_000_000]
+QUICK_COMMIT_SIZES = [10_000]
 
 
 def scale_spec(n: int) -> dict:
@@ -200,6 +206,14 @@ def render_quota(q: dict, goals: list) -> str:
     )
     goals.append(
         (
+            f"backfill of {bf['dates']} dates, units",
+            f"<= full + {bf['dates']} x check = {bf['expected_total']}",
+            bf["actual_total"],
+            bf["actual_total"] <= bf["expected_total"],
+        )
+    )
+    goals.append(
+        (
             "units per repository, unchanged",
             f"<= {GOALS['units_per_repo_unchanged']}",
             inc["units_per_repo"],
@@ -210,7 +224,10 @@ def render_quota(q: dict, goals: list) -> str:
 
 
 def render_e2e(runs: list[dict]) -> str:
-    out = ["3. End to end: airflow dags test github_repo_users (tasks run one after another, in one process)"]
+    out = [
+        "3. End to end: airflow dags test github_repo_users (tasks run one after another, in one process; "
+        "slots = mapped fetch slots, batches = batches of 50 repositories the slots claimed)"
+    ]
     rows = []
     for e in runs:
         d = e["dags_test"]
@@ -219,7 +236,8 @@ def render_e2e(runs: list[dict]) -> str:
                 e["label"],
                 e["repos"],
                 d["rows"]["github_user"],
-                d["mapped_fetches"],
+                d["slots"],
+                d["batches"],
                 e["complete"],
                 d["wall_s"],
                 d["cli_startup_s"],
@@ -240,7 +258,8 @@ def render_e2e(runs: list[dict]) -> str:
                 "scale",
                 "repos",
                 "users",
-                "mapped",
+                "slots",
+                "batches",
                 "complete",
                 "wall s",
                 "startup s",
@@ -251,7 +270,7 @@ def render_e2e(runs: list[dict]) -> str:
                 "graphql",
                 "units/repo",
                 "units/user",
-                "peak RSS MB",
+                "dags test RSS MB",
                 "Redis staged MB",
             ],
             rows,
@@ -261,12 +280,16 @@ def render_e2e(runs: list[dict]) -> str:
         d = e["dags_test"]
         rep = e.get("replay")
         rows = []
-        for name in ("plan", "collect.quota_gate", "collect.fetch", "commit"):
+        for name, key in (
+            ("plan", "plan"),
+            ("collect.quota_gate", "gate"),
+            ("collect.fetch", "fetch"),
+            ("commit", "commit"),
+        ):
             t = d["tasks"].get(name)
             if not t:
                 continue
-            key = {"plan": "plan", "collect.fetch": "fetch", "commit": "commit"}.get(name)
-            own = rep[key] if rep and key else None
+            own = (rep or {}).get(key) or {}
             rows.append(
                 [
                     name,
@@ -276,14 +299,14 @@ def render_e2e(runs: list[dict]) -> str:
                     t["airflow_s"],
                     t["per_task_airflow_s"],
                     t["peak_rss_mb"],
-                    (own or {}).get("peak_rss_mb"),
-                    (own or {}).get("seconds", (own or {}).get("seconds_total")),
+                    own.get("peak_rss_mb"),
+                    own.get("seconds"),
                 ]
             )
         out += [
             "",
-            f"  [{e['label']}] per task type (in-process RSS: dags test process while that task ran; "
-            "own process: the task function alone in a process, VmHWM)",
+            f"  [{e['label']}] per task type (in-process RSS: the dags test process while that task ran; "
+            "own process: the task alone in a process, as an executor runs it, VmHWM; own s: the longest one)",
             table(
                 [
                     "task",
@@ -294,23 +317,28 @@ def render_e2e(runs: list[dict]) -> str:
                     "airflow s/task",
                     "in-process RSS MB",
                     "own process RSS MB",
-                    "own process s",
+                    "own s",
                 ],
                 rows,
                 indent="    ",
             ),
+            f"    dags test: {d['slots_with_batches']} of {d['slots']} fetch slots took the {d['batches']} "
+            f"batch(es) (tasks run one at a time, so the first slot takes them all), "
+            f"{d['gates_skipped']} quota gate(s) skipped",
         ]
         redis_line = (
             f"    Redis used_memory: before {d['redis_used_before_mb']} MB, peak {d['redis_used_peak_mb']} MB, "
-            f"at commit start {d['redis_used_before_commit_mb']} MB, after {d['redis_used_after_mb']} MB"
+            f"at commit start (peak staging) {d['redis_used_before_commit_mb']} MB, after {d['redis_used_after_mb']} MB"
         )
-        if rep:
-            redis_line += (
-                f"; replay, our keys only: before fetch {rep['redis_own_mb']['before_fetch']} MB, "
-                f"before commit {rep['redis_own_mb']['before_commit']} MB, after commit "
-                f"{rep['redis_own_mb']['after_commit']} MB"
-            )
         out.append(redis_line)
+        if rep:
+            f = rep["fetch"]
+            out.append(
+                f"    replay, {rep['gate']['n']} slots at once: {f['with_batches']} fetch slots took the "
+                f"{f['batches']} batch(es) in {f['wall_s']} s ({f['seconds_total']} s summed over slots); "
+                f"our Redis keys: before fetch {rep['redis_own_mb']['before_fetch']} MB, at peak staging "
+                f"{rep['redis_own_mb']['before_commit']} MB, after commit {rep['redis_own_mb']['after_commit']} MB"
+            )
         out.append(f"    airflow db migrate (once per home, not in wall): {e['airflow_db_migrate_s']} s")
     return "\n".join(out)
 
@@ -392,9 +420,9 @@ def render_commit(rows_in: list[dict], goals: list) -> str:
 
 
 def render_profile(p: dict) -> str:
-    out = ["5. Profile (cProfile; self time grouped by who spends it)"]
-    for key, title in (("fetch", "full collection (fetch path)"), ("commit", "commit")):
-        s = p[key]
+    out = ["5. Profile (cProfile; self time grouped by who spends it; cProfile slows Python-heavy parts)"]
+
+    def section(title: str, s: dict) -> None:
         cats = ", ".join(f"{k} {v['share']:.0%}" for k, v in s["by_category"].items() if v["share"] >= 0.01)
         out.append(f"  {title}: {s['profiled_s']} s profiled: {cats}")
         out.append(
@@ -407,19 +435,32 @@ def render_profile(p: dict) -> str:
                 indent="    ",
             )
         )
+
+    for f in p["fetch"]:
+        section(
+            f"fetch path, {f['label']} ({f['repos']:,} repos, {f['requests']:,} requests, {f['steps']:,} staged "
+            f"steps; wall {f['wall_s']} s, this process's CPU {f['cpu_s']} s)",
+            f,
+        )
+    section(f"commit of {p['commit']['records']:,} records (wall {p['commit']['wall_s']} s)", p["commit"])
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small dataset, commit of 10k only (about a minute)")
+    ap.add_argument(
+        "--quick", action="store_true", help="small dataset and scale, commit of 10k only (~2 min)"
+    )
     ap.add_argument(
         "--scales",
-        default="",
-        help="extra end-to-end runs with this many small repositories, e.g. 1000,10000",
+        default=None,
+        help="end-to-end runs with this many small repositories (default 1000,10000; --quick 300; '' for none)",
     )
-    ap.add_argument("--commit-1m", action="store_true", help="also commit 1,000,000 staged records")
-    ap.add_argument("--full", action="store_true", help="same as --scales 1000,10000 --commit-1m")
+    ap.add_argument(
+        "--commit-sizes",
+        default=None,
+        help="staged records per commit measurement (default 10000,100000,1000000; --quick 10000)",
+    )
     ap.add_argument(
         "--repeat", type=int, default=1, help="measure each commit size this many times; report the median"
     )
@@ -434,13 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         ap.error(f"unknown sections {sorted(unknown)}")
-    scales = [int(s) for s in args.scales.split(",") if s.strip()]
-    if args.full:
-        scales, args.commit_1m = sorted({*scales, 1000, 10_000}), True
+    default_scales, default_sizes = (
+        (QUICK_SCALES, QUICK_COMMIT_SIZES) if args.quick else (SCALES, COMMIT_SIZES)
+    )
+    scales = _ints(args.scales, default_scales)
+    commit_sizes = _ints(args.commit_sizes, default_sizes)
     spec = QUICK_SPEC if args.quick else MAIN_SPEC
-    commit_sizes = [10_000] if args.quick else [10_000, 100_000]
-    if args.commit_1m:
-        commit_sizes.append(1_000_000)
 
     results: dict = {
         "mode": "quick" if args.quick else "default",
@@ -459,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         out_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
     t0 = time.perf_counter()
+    load = LoadSampler().start()  # the machine is shared: say how busy it was
     if "quota" in sections:
         import quota_bench
 
@@ -469,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
 
         runs = [e2e_bench.run(spec, "quick" if args.quick else f"{spec['n_repos']} repos")]
         for n in scales:
-            runs.append(e2e_bench.run(scale_spec(n), f"{n:,} small repos", do_replay=False))
+            runs.append(e2e_bench.run(scale_spec(n), f"{n:,} small repos"))
         results["e2e"] = runs
         save()
     if "commit" in sections:
@@ -480,14 +521,21 @@ def main(argv: list[str] | None = None) -> int:
     if "profile" in sections:
         import profile_bench
 
-        results["profile"] = profile_bench.run(spec, 10_000 if args.quick else 100_000)
+        fetch_specs = [("quick" if args.quick else f"{spec['n_repos']} repos", spec)] + (
+            [(f"{max(scales):,} small repos", scale_spec(max(scales)))] if scales else []
+        )
+        results["profile"] = profile_bench.run(fetch_specs, 10_000 if args.quick else 100_000)
         save()
     results["total_s"] = round(time.perf_counter() - t0, 1)
+    results["machine"]["load_average_1m"] = load.stop()
 
     goals: list = []
+    la = results["machine"]["load_average_1m"]
     parts = [
         f"github-repo-users benchmark ({results['mode']}; {os.cpu_count()} CPUs; dataset {spec}; "
-        f"units = quota units charged by the emulator)"
+        f"units = quota units charged by the emulator)\n"
+        f"run time {results['total_s']:.0f} s; 1-minute load average during the run: mean {la['mean']}, "
+        f"min {la['min']}, max {la['max']}"
     ]
     if "quota" in results:
         parts.append(render_quota(results["quota"], goals))
@@ -513,6 +561,35 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     say(f"done in {results['total_s']} s; results in {out_path}")
     return 0
+
+
+class LoadSampler:
+    """The 1-minute load average every 10 s, in a thread, for the whole run."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.values.append(os.getloadavg()[0])
+            if self._stop.wait(10):
+                return
+
+    def start(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        v = self.values or [os.getloadavg()[0]]
+        return {"mean": round(sum(v) / len(v), 2), "min": round(min(v), 2), "max": round(max(v), 2)}
+
+
+def _ints(raw: str | None, default: list[int]) -> list[int]:
+    return default if raw is None else [int(x) for x in raw.split(",") if x.strip()]
 
 
 def _git_head() -> str | None:

@@ -210,3 +210,38 @@ def test_a_killed_workers_lease_is_freed_on_this_host_only(store, redis_client, 
     store.release(mine)
     redis_client.set(key_prefix + "lease:a", "another-host:1:x")
     assert store.reap_dead_leases(["a"]) == []  # other hosts wait for the TTL
+
+
+def test_settle_applies_headers_cool_down_and_release_at_once(store):
+    reset = int(time.time()) + 100
+    lease = store.lease(["a"], "core")
+    state = QuotaStore.headers_state(headers(5000, 4321, reset, 679), "core")
+    store.settle(lease, *state, cool_until=time.time() + 30)
+    assert store.state("a", "core") == QuotaState(5000, 4321, 679, reset)
+    with pytest.raises(QuotaExhausted):  # cooling down, and the lease is free
+        store.lease(["a"], "core")
+    # A lease another worker holds is not released by a settle with a stale owner.
+    store.redis.delete(store._k("cooldown", "a"))
+    mine = store.lease(["a"], "core")
+    store.settle(lease, "core")
+    assert store.lease(["a"], "core") is None
+    store.settle(mine, "core")
+    assert store.lease(["a"], "core") is not None
+
+
+def test_a_waiting_worker_is_woken_when_the_lease_is_freed(store):
+    held = store.lease(["a"], "core")
+    woke: list[float] = []
+
+    def waiter() -> None:
+        t0 = time.monotonic()
+        store.wait_for_release(["a"], 5.0)
+        woke.append(time.monotonic() - t0)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.2)
+    store.settle(held, "core")
+    t.join(10)
+    assert woke and woke[0] < 2.0  # woken by the release, not by the 5 s timeout
+    assert store.lease(["a"], "core") is not None

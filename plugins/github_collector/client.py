@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from collections import Counter
@@ -159,7 +160,7 @@ class GitHubClient:
         self.secondary_default_wait = secondary_default_wait
         self.max_secondary_tries = max_secondary_tries
         self.reservation_id = reservation_id
-        self.session = session or requests.Session()
+        self.session = session or _session(self.base_url)
         self.stats = ClientStats()
         self._no_email: set[str] = set()
         self._seeded = False
@@ -278,7 +279,9 @@ class GitHubClient:
                 # was on this host, so a retry resumes at once instead of waiting it out.
                 self.quota.reap_dead_leases(fps)
                 next_reap = time.monotonic() + 1
-            time.sleep(0.02 + random.random() * 0.05)
+            # Woken as soon as a lease on one of these tokens is freed; the timeout only covers
+            # leases that end without a release (expired, or reaped above).
+            self.quota.wait_for_release(fps, 0.02 + random.random() * 0.05)
 
     def _backoff(self, attempt: int) -> None:
         self.stats.retries += 1
@@ -332,19 +335,22 @@ class GitHubClient:
             self.stats.requests += 1
             self.stats.statuses[resp.status_code] += 1
             # The token's records (and any cool-down) are updated before its lease is released,
-            # so no other worker can lease it in between and send into the same limit.
+            # so no other worker can lease it in between and send into the same limit: one
+            # script does all three.
+            record = None
+            cool_until = None
             try:
-                self.quota.update_from_headers(fp, resp.headers, resource)
+                record = QuotaStore.headers_state(resp.headers, resource)
                 status = resp.status_code
                 secondary = status in (403, 429) and self._is_secondary(resp)
                 if secondary:
                     self.stats.secondary_hits += 1
                     secondary_tries += 1
                     wait = self._secondary_wait(resp, secondary_tries)
-                    self.quota.cool_down(fp, time.time() + wait)
+                    cool_until = time.time() + wait
                     log.warning("secondary rate limit on token %s: keeping off it for %.0f s", fp, wait)
             finally:
-                self.quota.release(lease)
+                self.quota.settle(lease, *(record or (resource, None)), cool_until=cool_until)
 
             if status == 401:
                 self._reject(fp)
@@ -510,6 +516,22 @@ class GitHubClient:
                     f"GraphQL answered 200 with only an error: {str(errors[0].get('message'))[:120]}"
                 )
             return GraphQLResponse(body.get("data"), errors, spent, fp, with_email)
+
+
+def _session(base_url: str) -> requests.Session:
+    """A session that reads the environment's proxy and CA settings once, not per request.
+
+    requests otherwise scans os.environ on every request (a measurable share of a small
+    request's time); every URL this client asks is on ``base_url``'s host, so one look-up
+    holds. trust_env off also keeps a ~/.netrc from replacing the Authorization header.
+    """
+    s = requests.Session()
+    s.proxies.update(requests.utils.get_environ_proxies(base_url))
+    ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if ca_bundle:
+        s.verify = ca_bundle
+    s.trust_env = False
+    return s
 
 
 def _next_link(link: str | None) -> str | None:

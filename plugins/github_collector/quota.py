@@ -9,6 +9,7 @@ Keys (all under the store's prefix; a token appears only as its fingerprint):
 
 - ``quota:{fp}:{resource}``  hash limit/remaining/used/reset
 - ``lease:{fp}``             who is sending a request with this token right now (one at a time)
+- ``freed:{fp}``             pushed to when that lease is freed: wakes a worker waiting for it
 - ``pace:{fp}:{resource}``   the token's requests in the last pace window (secondary limits)
 - ``cooldown:{fp}``          epoch until which a secondary limit told us to keep off this token
 - ``rejected:{fp}``          GitHub answered 401 for this token
@@ -67,14 +68,22 @@ class QuotaState:
 
 
 # Apply a state only if it is newer: a later window, or the same window with more used.
-_UPDATE = """
-local cur = redis.call('HMGET', KEYS[1], 'reset', 'used')
-local reset = tonumber(ARGV[4]); local used = tonumber(ARGV[3])
-local cur_reset = tonumber(cur[1] or '-1'); local cur_used = tonumber(cur[2] or '-1')
-if reset > cur_reset or (reset == cur_reset and used >= cur_used) then
-  redis.call('HSET', KEYS[1], 'limit', ARGV[1], 'remaining', ARGV[2], 'used', ARGV[3], 'reset', ARGV[4])
-  return 1
+_APPLY_IF_NEWER = """
+local function apply(key, limit, remaining, used, reset)
+  local cur = redis.call('HMGET', key, 'reset', 'used')
+  local cur_reset = tonumber(cur[1] or '-1'); local cur_used = tonumber(cur[2] or '-1')
+  if tonumber(reset) > cur_reset or (tonumber(reset) == cur_reset and tonumber(used) >= cur_used) then
+    redis.call('HSET', key, 'limit', limit, 'remaining', remaining, 'used', used, 'reset', reset)
+    return 1
+  end
+  return 0
 end
+"""
+_UPDATE = _APPLY_IF_NEWER + "return apply(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])"
+
+# Count units spent against a reservation that still exists (an expired one is not recreated).
+_SPEND = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]) end
 return 0
 """
 
@@ -151,10 +160,37 @@ if busy == 1 then return {0, 'busy'} end
 return {-1, tostring(earliest)}
 """
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+# Freeing a lease also pushes to the token's ``freed`` list, which wakes one worker blocked
+# waiting for it (BLPOP), so a busy token passes from worker to worker without a polling gap.
+_WAKE = """
+local function wake(key)
+  redis.call('LPUSH', key, '1'); redis.call('LTRIM', key, 0, 0); redis.call('PEXPIRE', key, 1000)
+end
+"""
+
+# KEYS: lease, freed. ARGV: owner.
+_RELEASE = (
+    _WAKE
+    + """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]); wake(KEYS[2]); return 1 end
 return 0
 """
+)
+
+# After a request, in one step: apply its rate-limit headers (ARGV[1] = '1' when it had
+# them), set a cool-down if asked (ARGV[6] > 0, for ARGV[7] s), then free the token's lease if
+# ARGV[8] still holds it. KEYS: quota record, cooldown, lease, freed. The token's records are
+# current before any other worker can lease it, and the whole thing costs one round trip.
+_SETTLE = (
+    _APPLY_IF_NEWER
+    + _WAKE
+    + """
+if ARGV[1] == '1' then apply(KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]) end
+if tonumber(ARGV[6]) > 0 then redis.call('SET', KEYS[2], ARGV[6], 'EX', ARGV[7]) end
+if redis.call('GET', KEYS[3]) == ARGV[8] then redis.call('DEL', KEYS[3]); wake(KEYS[4]) end
+return 1
+"""
+)
 
 # Reserve a budget for a batch if the pool covers it above every token's reserve, after
 # what other batches hold. A reservation lives until its batch releases it or the current
@@ -246,6 +282,8 @@ class QuotaStore:
         self._lease = redis.register_script(_LEASE)
         self._release = redis.register_script(_RELEASE)
         self._reserve = redis.register_script(_RESERVE)
+        self._settle = redis.register_script(_SETTLE)
+        self._spend = redis.register_script(_SPEND)
 
     # -- keys ---------------------------------------------------------------------------
     def _k(self, *parts: str) -> str:
@@ -255,20 +293,57 @@ class QuotaStore:
         return self._k("quota", fp, resource)
 
     # -- records ------------------------------------------------------------------------
-    def update_from_headers(self, fp: str, headers: Mapping[str, str], default_resource: str) -> bool:
-        """Apply a response's rate-limit headers; stale ones (older window, fewer used) are ignored."""
+    @staticmethod
+    def headers_state(headers: Mapping[str, str], default_resource: str) -> tuple[str, QuotaState] | None:
+        """The (resource, state) a response's rate-limit headers give, or None without them."""
         try:
             limit = int(headers["x-ratelimit-limit"])
             remaining = int(headers["x-ratelimit-remaining"])
             reset = int(float(headers["x-ratelimit-reset"]))
         except (KeyError, ValueError, TypeError):
-            return False
+            return None
         try:
             used = int(headers.get("x-ratelimit-used", limit - remaining))
         except (ValueError, TypeError):
             used = limit - remaining
         resource = headers.get("x-ratelimit-resource") or default_resource
-        return self.set_state(fp, resource, QuotaState(limit, remaining, used, reset))
+        return resource, QuotaState(limit, remaining, used, reset)
+
+    def update_from_headers(self, fp: str, headers: Mapping[str, str], default_resource: str) -> bool:
+        """Apply a response's rate-limit headers; stale ones (older window, fewer used) are ignored."""
+        got = self.headers_state(headers, default_resource)
+        return got is not None and self.set_state(fp, *got)
+
+    def settle(
+        self,
+        lease: Lease,
+        resource: str,
+        state: QuotaState | None = None,
+        cool_until: float | None = None,
+    ) -> None:
+        """End a request: apply ``state`` to the token's ``resource`` record (if newer), keep
+        every worker off the token until ``cool_until`` (if given), and release the lease."""
+        fp = lease.fingerprint
+        st = state or QuotaState(0, 0, 0, 0)
+        ttl = max(1, int(cool_until - time.time()) + 1) if cool_until else 0
+        self._settle(
+            keys=[
+                self.quota_key(fp, resource),
+                self._k("cooldown", fp),
+                self._k("lease", fp),
+                self._k("freed", fp),
+            ],
+            args=[
+                "1" if state else "0",
+                st.limit,
+                st.remaining,
+                st.used,
+                st.reset,
+                repr(float(cool_until)) if cool_until else 0,
+                ttl,
+                lease.owner,
+            ],
+        )
 
     def set_state(self, fp: str, resource: str, state: QuotaState) -> bool:
         key = self.quota_key(fp, resource)
@@ -387,7 +462,12 @@ class QuotaStore:
         raise QuotaExhausted(resource, earliest if earliest > 0 else now + 60)
 
     def release(self, lease: Lease) -> None:
-        self._release(keys=[self._k("lease", lease.fingerprint)], args=[lease.owner])
+        fp = lease.fingerprint
+        self._release(keys=[self._k("lease", fp), self._k("freed", fp)], args=[lease.owner])
+
+    def wait_for_release(self, fps: Iterable[str], timeout: float) -> None:
+        """Block until a lease on one of ``fps`` is freed, or for ``timeout`` s at most."""
+        self.redis.blpop([self._k("freed", fp) for fp in fps], timeout=timeout)
 
     def reap_dead_leases(self, fps: Iterable[str]) -> list[str]:
         """Free leases held by processes of this host that no longer exist (a killed worker).
@@ -402,7 +482,7 @@ class QuotaStore:
             pid = rest.partition(":")[0]
             if host != _HOST or not pid.isdigit() or _alive(int(pid)):
                 continue
-            if self._release(keys=[self._k("lease", fp)], args=[owner]):
+            if self._release(keys=[self._k("lease", fp), self._k("freed", fp)], args=[owner]):
                 freed.append(fp)
         return freed
 
@@ -434,9 +514,8 @@ class QuotaStore:
 
     def spend_reservation(self, reservation_id: str, resource: str, amount: int) -> None:
         """Count units a batch spent against its reservation so it stops holding them."""
-        rk = self._k("reservations", resource)
-        if amount and self.redis.hexists(rk, reservation_id):
-            self.redis.hincrby(rk, reservation_id, -int(amount))
+        if amount:
+            self._spend(keys=[self._k("reservations", resource)], args=[reservation_id, -int(amount)])
 
     def release_reservation(self, reservation_id: str) -> None:
         pipe = self.redis.pipeline()
