@@ -77,8 +77,9 @@ def test_exhaustion_at_random_points_defers_and_completes_exactly(
         TokenConfig(
             name=f"t{i}",
             token=TOKENS[i],
-            core_limit=rng.randint(4, 9),
-            graphql_limit=rng.randint(3, 7),
+            # together the tokens hold less than the run needs: all of them run dry at once
+            core_limit=rng.randint(4, 9) // n_tokens + 2,
+            graphql_limit=rng.randint(3, 7) // n_tokens + 1,
             collaborator_repos=("*",),
         )
         for i in range(n_tokens)
