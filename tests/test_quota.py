@@ -210,6 +210,18 @@ def test_a_killed_workers_lease_is_freed_on_this_host_only(store, redis_client, 
     store.release(mine)
     redis_client.set(key_prefix + "lease:a", "another-host:1:x")
     assert store.reap_dead_leases(["a"]) == []  # other hosts wait for the TTL
+    # A container sharing this host name (network_mode: host) has its own pids: a pid that
+    # does not exist here may be alive there, so its lease waits for the TTL too.
+    import socket
+
+    dead_pid = 2**22 + 1  # above Linux's pid_max: no such process here
+    for other_container in (socket.gethostname(), f"{socket.gethostname()}@1"):
+        redis_client.set(key_prefix + "lease:a", f"{other_container}:{dead_pid}:x")
+        assert store.reap_dead_leases(["a"]) == [], other_container
+    from github_collector.quota import _HOST
+
+    redis_client.set(key_prefix + "lease:a", f"{_HOST}:{dead_pid}:x")
+    assert store.reap_dead_leases(["a"]) == ["a"]  # the same namespace's dead pid is freed
 
 
 def test_settle_applies_headers_cool_down_and_release_at_once(store):

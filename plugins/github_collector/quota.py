@@ -37,7 +37,23 @@ REJECTED_TTL_S = 86_400
 # other clients of the same token.
 SECONDARY_PER_MINUTE = {"core": 900, "graphql": 2000}
 DEFAULT_PACE = {r: int(n * 0.8) for r, n in SECONDARY_PER_MINUTE.items()}
-_HOST = socket.gethostname()
+
+
+def _process_space() -> str:
+    """Where this process's pid means something: the host name plus the pid namespace.
+
+    Containers can share a host name (``network_mode: host``) while each has its own pids, so
+    a pid is comparable only between processes of one namespace.
+    """
+    host = socket.gethostname().replace(":", "_")
+    try:
+        ns = os.readlink("/proc/self/ns/pid")  # 'pid:[4026531836]'
+    except OSError:  # not Linux, or /proc not mounted
+        return host
+    return f"{host}@{ns.removeprefix('pid:[').removesuffix(']')}"
+
+
+_HOST = _process_space()
 
 
 def fingerprint(token: str) -> str:
@@ -470,9 +486,11 @@ class QuotaStore:
         self.redis.blpop([self._k("freed", fp) for fp in fps], timeout=timeout)
 
     def reap_dead_leases(self, fps: Iterable[str]) -> list[str]:
-        """Free leases held by processes of this host that no longer exist (a killed worker).
+        """Free leases held by processes of this host and pid namespace that no longer exist
+        (a killed worker).
 
-        Leases of other hosts are left to their TTL: their liveness cannot be seen from here.
+        Leases of other hosts or containers are left to their TTL: their liveness cannot be
+        seen from here.
         """
         freed = []
         for fp in fps:
