@@ -14,6 +14,7 @@ so this process's peak RSS (VmHWM) is that task's peak. The last stdout line is 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import resource
 import sys
@@ -97,8 +98,8 @@ def main(argv: list[str]) -> int:
 
     # A task process is forked from Airflow 3's supervisor, so the first connection lookup
     # finds this module loaded; here it would cost that lookup ~20 ms of import.
-    with contextlib.suppress(ImportError):
-        import airflow.sdk.execution_time.supervisor  # noqa: F401
+    with contextlib.suppress(ImportError):  # Airflow 2 has no such module
+        importlib.import_module("airflow.sdk.execution_time.supervisor")
 
     from github_collector import hook, loader  # noqa: F401
     from github_collector.run_tasks import commit_run, plan_run
