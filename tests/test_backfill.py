@@ -104,6 +104,26 @@ def _conn(url: str, **extra) -> str:
     )
 
 
+def _backfill_env(
+    tmp_path: Path, url: str, target, meta, key_prefix: str, max_inline_wait: float, extra: dict | None = None
+) -> dict:
+    """The Airflow environment of a backfill test: LocalExecutor on a Postgres metadata DB."""
+    return airflow_env(
+        tmp_path / "backfill",
+        github_url=url,
+        tokens=[TOKEN],
+        pg_db=target[0],
+        prefix=key_prefix + "bf:",
+        metadata_db=metadata_url(meta[0]),
+        executor="LocalExecutor",
+        extra={
+            "AIRFLOW_CONN_GITHUB_DEFAULT": _conn(url, max_inline_wait=max_inline_wait),
+            "GITHUB_REPO_USERS_FETCH_SLOTS": SLOTS,
+            **(extra or {}),
+        },
+    )
+
+
 def _conf(dataset) -> dict:
     return {"repositories": dataset.repo_names(), "relations": ALL, "batch_size": 3}
 
@@ -218,20 +238,8 @@ def test_airflow2_dags_backfill_matches_one_by_one_runs(tmp_path, dataset, datab
     target, reference, meta = database("bf"), database("ref"), database("af")
     # 5-second windows: Airflow 2.11's backfill resumes deferred tasks without a race (see the 3.x test)
     with EmulatorServer(dataset, _tight_quota(5, core=15, graphql=12)) as srv:
-        env = airflow_env(
-            tmp_path / "backfill",
-            github_url=srv.url,
-            tokens=[TOKEN],
-            pg_db=target[0],
-            prefix=key_prefix + "bf:",
-            metadata_db=metadata_url(meta[0]),
-            executor="LocalExecutor",
-            extra={
-                # every exhaustion becomes a deferral, which the triggerer must serve
-                "AIRFLOW_CONN_GITHUB_DEFAULT": _conn(srv.url, max_inline_wait=0),
-                "GITHUB_REPO_USERS_FETCH_SLOTS": SLOTS,
-            },
-        )
+        # every exhaustion becomes a deferral, which the triggerer must serve
+        env = _backfill_env(tmp_path, srv.url, target, meta, key_prefix, max_inline_wait=0)
         migrate(env)
         backfill_cmd = [AIRFLOW, "dags", "backfill", "-s", DATES[0], "-e", DATES[-1]]
         backfill_cmd += ["-c", json.dumps(_conf(dataset)), DAG_ID]
@@ -349,17 +357,14 @@ def test_airflow3_backfill_create_matches_one_by_one_runs_and_reprocesses(
     # for 51 run out at least twice, the second time early in a window, whose end is then
     # many seconds away: a deferral the triggerer serves.
     with EmulatorServer(dataset, _tight_quota(20, core=60, graphql=20)) as srv:
-        env = airflow_env(
-            tmp_path / "backfill",
-            github_url=srv.url,
-            tokens=[TOKEN],
-            pg_db=target[0],
-            prefix=key_prefix + "bf:",
-            metadata_db=metadata_url(meta[0]),
-            executor="LocalExecutor",
+        env = _backfill_env(
+            tmp_path,
+            srv.url,
+            target,
+            meta,
+            key_prefix,
+            max_inline_wait=8,
             extra={
-                "AIRFLOW_CONN_GITHUB_DEFAULT": _conn(srv.url, max_inline_wait=8),
-                "GITHUB_REPO_USERS_FETCH_SLOTS": SLOTS,
                 # the LocalExecutor's workers run tasks through the api-server's execution API
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
