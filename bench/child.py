@@ -128,6 +128,8 @@ def main(argv: list[str]) -> int:
             skipped = True
         _report(time.perf_counter() - t0, rss, skipped=skipped)
     elif what == "fetch":
+        from airflow.providers.common.compat.sdk import AirflowSkipException
+
         from github_collector.operators import FetchBatchOperator
 
         slot = int(argv[2])
@@ -135,7 +137,10 @@ def main(argv: list[str]) -> int:
         op = FetchBatchOperator(task_id="fetch", slot=slot)
         rss = _rss()
         t0 = time.perf_counter()
-        summary = op.execute({"ti": ti})
+        try:
+            summary = op.execute({"ti": ti})
+        except AirflowSkipException:  # every batch was claimed by other slots first: idle
+            summary = {"slot": slot, "batches": [], "skipped": True}
         _report(time.perf_counter() - t0, rss, summary=summary)
     elif what == "commit":
         profile = argv[argv.index("--profile") + 1] if "--profile" in argv else None

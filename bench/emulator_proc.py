@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
-from github_collector.emulator import (
+from github_emulator import (
     DatasetSpec,
     EmulatorConfig,
     EmulatorServer,

@@ -76,6 +76,9 @@ def packing(queries: list[tuple[int, int]]) -> dict:
     }
 
 
+DAY0 = 739_900  # a day number (date ordinal) the daily figure starts after
+
+
 def product_run(
     emu: Emulator,
     r: BenchRedis,
@@ -84,14 +87,19 @@ def product_run(
     fresh: Callable[[list[int]], set[int]] | None = None,
     profiler=None,
     queries: list[tuple[int, int]] | None = None,
+    day: int | None = None,
+    relist_every: int = 0,
+    relations: list[str] | None = None,
 ) -> dict:
-    """One run of the product over ``repos``; returns its cost and what it staged."""
-    from github_collector.collector import Collector, new_batch_state
+    """One run of the product over ``repos``; returns its cost and what it staged. With a
+    ``day``, the repositories due that day get their scheduled complete re-listing, as the
+    plan task picks them (run_tasks.schedule)."""
+    from github_collector.collector import Collector, new_batch_state, relist_due
     from github_collector.plan import build_plan
     from github_collector.settings import DAG_ID
     from github_collector.staging import Staging, run_namespace
 
-    plan = build_plan(repos, ALL_RELATIONS, 50)
+    plan = build_plan(repos, relations or ALL_RELATIONS, 50)
     staging = Staging(r.client, run_namespace(r.prefix, DAG_ID, f"bench_{uuid.uuid4().hex[:10]}"))
     staging.save_plan(plan)  # with the loss sentinel every staged step is checked against
     before = emu.units()
@@ -103,7 +111,25 @@ def product_run(
         # One client per batch, counting what it spends against a reservation as a fetch slot does.
         client = make_client(emu.url, r.client, r.prefix, reservation_id=f"{staging.ns}slot:{i}")
         sink = StagingSink(staging, i)
-        state = new_batch_state(batch, plan["relations"], previous or {})
+        relist = [
+            n
+            for n in batch
+            if day is not None
+            and relist_due(
+                ((previous or {}).get(n) or {}).get("repo_id"),
+                ((previous or {}).get(n) or {}).get("relation_state") or {},
+                day,
+                relist_every,
+            )
+        ]
+        state = new_batch_state(
+            batch,
+            plan["relations"],
+            previous or {},
+            day=day,
+            relist=relist,
+            max_author_pages=plan["max_author_pages"],
+        )
         cls = Collector if queries is None else measured_collector(queries)
         cls(client, sink, profile_is_fresh=fresh).run(state)
         requests += client.stats.requests
@@ -146,7 +172,7 @@ def previous_from(records: dict[str, dict], older: dict[str, dict] | None = None
     for name, rec in records.items():
         state = dict((out.get(name) or {}).get("relation_state") or {})
         state.update(rec.get("relation_state") or {})
-        out[name] = {"status": rec["status"], "relation_state": state}
+        out[name] = {"status": rec["status"], "repo_id": rec.get("repo_id"), "relation_state": state}
     return out
 
 
@@ -204,6 +230,24 @@ def run(spec: dict, backfill_dates: int = 30) -> dict:
                 "links_restaged": inc["links"],
             }
             last = inc
+
+            # Daily runs on unchanged repositories over one re-listing period: each repository
+            # gets its complete re-listing on one of the days (a hash of its id picks which).
+            from github_collector.settings import DEFAULT_RELIST_DAYS
+
+            every = DEFAULT_RELIST_DAYS
+            say(f"quota: {every} daily runs on unchanged repositories, with the scheduled re-listing")
+            prev_d = previous_from(inc["repo_records"], prev)
+            daily = []
+            for d in range(1, every + 1):
+                run_ = product_run(emu, r, repos, prev_d, fresh=all_fresh, day=DAY0 + d, relist_every=every)
+                prev_d = previous_from(run_["repo_records"], prev_d)
+                daily.append(run_["units"]["total"])
+            out["daily_unchanged_with_relisting"] = {
+                "relist_days": every,
+                "units_per_day": daily,
+                "units_per_repo_per_day": round(sum(daily) / every / n, 4),
+            }
 
             # ~1% new forks, then ~1% new contributors, in proportion to each repository's
             # lists (the big ones change most, as on GitHub; rounding leaves the smallest alone).

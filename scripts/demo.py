@@ -4,10 +4,12 @@
 2. connections (as AIRFLOW_CONN_* variables) to the local Redis and Postgres, and to the
    bundled GitHub emulator, which this script starts and stops;
 3. `airflow dags test github_repo_users` on the emulator's demo repositories;
-4. a short summary from Postgres: repositories, users, relations and quota spent.
+4. a short summary from Postgres (github_collector.summary): repositories, users, (repo, user)
+   pairs and relations and how they add up, why each list that is not complete is so, and the
+   quota spent.
 
 With GITHUB_TOKEN set it targets https://api.github.com instead of the emulator and collects
-the DAG's default repositories (include/repositories.json).
+the DAG's default repositories (the list packaged in github_collector/repositories.json).
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ def start_emulator(tokens: dict[str, str], collab: list[str]) -> tuple[subproces
     args = [
         sys.executable,
         "-m",
-        "github_collector.emulator",
+        "github_emulator",
         "--host",
         "127.0.0.1",
         "--port",
@@ -152,32 +154,20 @@ def start_emulator(tokens: dict[str, str], collab: list[str]) -> tuple[subproces
 def summary(emulator_url: str | None) -> None:
     import psycopg
 
+    from github_collector.summary import summary_lines
+
     with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={PG_DB}") as conn:
-        q = conn.execute
-        repos = q(
-            "SELECT status, count(*) FROM github_repo_request GROUP BY status ORDER BY status"
-        ).fetchall()
-        users = q("SELECT type, count(*) FROM github_user GROUP BY type ORDER BY type").fetchall()
-        rels = q(
-            "SELECT r, count(*) FROM github_repo_user, unnest(relations) r GROUP BY r ORDER BY r"
-        ).fetchall()
-        pairs = q("SELECT count(*) FROM github_repo_user").fetchone()[0]
-        hidden = q(
-            "SELECT full_name, unavailable_relations FROM github_repository "
-            "WHERE cardinality(unavailable_relations) > 0 ORDER BY full_name"
-        ).fetchall()
-        run = q("SELECT status, counts FROM github_collect_run ORDER BY finished_at DESC LIMIT 1").fetchone()
+        lines = summary_lines(conn)
+        run = conn.execute(
+            "SELECT status, counts FROM github_collect_run ORDER BY finished_at DESC NULLS LAST LIMIT 1"
+        ).fetchone()
     print()
     print("=" * 64)
     print("github_repo_users: summary from Postgres")
-    print("  repositories by status : " + ", ".join(f"{s}={n}" for s, n in repos))
-    print("  users by type          : " + ", ".join(f"{t}={n}" for t, n in users))
-    print(f"  (repo, user) pairs     : {pairs}")
-    print("  relations              : " + ", ".join(f"{r}={n}" for r, n in rels))
-    for name, rel in hidden:
-        print(f"  unavailable            : {name}: {', '.join(rel)}")
+    for line in lines:
+        print("  " + line)
     if run:
-        quota = run[1].get("quota", {})
+        quota = (run[1] or {}).get("quota", {})
         print(
             f"  last run               : {run[0]}; pages {quota.get('pages', 0)}, "
             f"quota spent core={quota.get('cost_core', 0)} graphql={quota.get('cost_graphql', 0)}"
@@ -186,7 +176,7 @@ def summary(emulator_url: str | None) -> None:
         import requests
 
         stats = requests.get(emulator_url + "/_emulator/stats", timeout=10).json()
-        spent = {k: v for k, v in stats.get("cost_by_token", {}).items()}
+        spent = dict(stats.get("cost_by_token", {}))
         print(f"  emulator accounting    : {stats.get('requests')} requests, spent {spent}")
     print("=" * 64)
 
@@ -204,7 +194,7 @@ def standalone() -> None:
         if real:
             conn = {"conn_type": "github_repo_users", "host": "https://api.github.com", "password": real}
         else:
-            from github_collector.emulator import PRESETS, build_dataset
+            from github_emulator import PRESETS, build_dataset
 
             repos = build_dataset(PRESETS["demo"]).repo_names()
             tokens = {"demo-a": "demo-" + secrets.token_hex(12), "demo-b": "demo-" + secrets.token_hex(12)}
@@ -251,7 +241,7 @@ def main() -> None:
                 {"conn_type": "github_repo_users", "host": "https://api.github.com", "password": real}
             )
         else:
-            from github_collector.emulator import PRESETS, build_dataset
+            from github_emulator import PRESETS, build_dataset
 
             repos = build_dataset(PRESETS["demo"]).repo_names()
             tokens = {"demo-a": "demo-" + secrets.token_hex(12), "demo-b": "demo-" + secrets.token_hex(12)}

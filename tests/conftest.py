@@ -12,6 +12,7 @@ import uuid
 import pytest
 import redis as redis_lib
 from fixtures_emulator import *  # noqa: F403  (emulator fixtures)
+from fixtures_provider import *  # noqa: F403  (the built wheel and a virtualenv holding it)
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")

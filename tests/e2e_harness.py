@@ -237,6 +237,26 @@ def read_back(dsn: str) -> tuple[dict, dict, dict]:
     return users, links, repos
 
 
+def read_authored(dsn: str) -> tuple[dict, dict]:
+    """(tallies, authorless) as stored: per current (repo, user, author role) its item count and
+    first and last item; per repository the items no user authored (as support.tally_items)."""
+    with psycopg.connect(dsn) as conn:
+        tallies = {
+            (rid, uid, role): (n, _iso(first), _iso(last))
+            for rid, uid, role, n, first, last in conn.execute(
+                "SELECT repo_id, user_id, relation, authored_items, first_authored_at, last_authored_at"
+                " FROM github_repo_user_relation WHERE relation LIKE '%\\_author' AND removed_at IS NULL"
+            )
+        }
+        authorless = {
+            rid: doc
+            for rid, doc in conn.execute(
+                "SELECT repo_id, authorless_items FROM github_repository WHERE authorless_items IS NOT NULL"
+            )
+        }
+    return tallies, authorless
+
+
 def duplicate_count(dsn: str) -> int:
     with psycopg.connect(dsn) as conn:
         return conn.execute(
@@ -250,3 +270,28 @@ def row_counts(dsn: str) -> dict[str, int]:
             t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608 - fixed names
             for t in ("github_repository", "github_repo_request", "github_user", "github_repo_user")
         }
+
+
+def asset_event_extras(env: dict, asset_name: str) -> list[dict]:
+    """The ``extra`` of every event of an Asset (a Dataset on Airflow 2.x), oldest first, as
+    Airflow recorded them in the SQLite metadata DB of ``env`` (``airflow_env``'s default)."""
+    import sqlite3
+
+    url = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert url.startswith("sqlite:///"), url
+    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "asset_event" in tables:
+            sql = (
+                "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id"
+                " WHERE a.name = ? ORDER BY e.id"
+            )
+        else:  # Airflow 2.x: an Asset is a Dataset, named by its URI
+            sql = (
+                "SELECT e.extra FROM dataset_event e JOIN dataset d ON d.id = e.dataset_id"
+                " WHERE d.uri = ? ORDER BY e.id"
+            )
+        return [
+            json.loads(extra) if isinstance(extra, str) else extra
+            for (extra,) in db.execute(sql, (asset_name,))
+        ]

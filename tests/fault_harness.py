@@ -82,8 +82,16 @@ def failures(outcomes: dict) -> list[str]:
 
 
 class InProcessRun:
-    def __init__(self, run_id: str, *, slots: int = 2, max_deferrals: int = 200) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        *,
+        slots: int = 2,
+        max_deferrals: int = 200,
+        logical_date: dt.datetime | None = None,
+    ) -> None:
         self.run_id = run_id
+        self.logical_date = logical_date  # as Airflow passes it (None: a manual run without one)
         self.slots = slots
         self.max_deferrals = max_deferrals
 
@@ -129,7 +137,9 @@ class InProcessRun:
         from github_collector.run_tasks import plan_run
 
         params = {"relations": ALL, "batch_size": 5, "full_refresh": False, **conf}
-        return self._drive(lambda: plan_run(params, DAG_ID, self.run_id), None)
+        return self._drive(
+            lambda: plan_run(params, DAG_ID, self.run_id, logical_date=self.logical_date), None
+        )
 
     def gate(self, slot: int, try_number: int = 1) -> TaskOutcome:
         from github_collector.sensors import RateLimitSensor
@@ -150,7 +160,8 @@ class InProcessRun:
     def commit(self) -> TaskOutcome:
         from github_collector.run_tasks import commit_run
 
-        return self._drive(lambda: commit_run(DAG_ID, self.run_id, dt.datetime.now(dt.UTC)), None)
+        when = self.logical_date or dt.datetime.now(dt.UTC)
+        return self._drive(lambda: commit_run(DAG_ID, self.run_id, when), None)
 
     def collect(self, slot: int, try_number: int = 1) -> TaskOutcome:
         """The mapped task group for one slot: the quota gate, then the fetch."""

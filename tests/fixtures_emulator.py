@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from github_collector.emulator import (
+from github_emulator import (
     Dataset,
     DatasetSpec,
     EmulatorConfig,

@@ -20,9 +20,10 @@ def _free_port() -> int:
 class PrivateRedis:
     """redis-server on a free port; ``appendonly`` is Redis' AOF persistence."""
 
-    def __init__(self, workdir: Path, *, appendonly: bool) -> None:
+    def __init__(self, workdir: Path, *, appendonly: bool, extra_args: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.appendonly = appendonly
+        self.extra_args = extra_args  # more redis-server options, e.g. ("--maxmemory", "64mb")
         self.port = _free_port()
         self.proc: subprocess.Popen | None = None
         self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -42,6 +43,7 @@ class PrivateRedis:
             "yes" if self.appendonly else "no",
             "--appendfsync",
             "always",
+            *self.extra_args,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = self.client()

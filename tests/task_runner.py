@@ -6,15 +6,38 @@
 
 It calls the same functions and operator the DAG wires, with a minimal task-instance
 context, so fault tests can kill or restart a single task process.
+
+With TASK_RUNNER_EXIT_AFTER_STEPS=N, a fetch's first try (TRY_NUMBER 1) ends the process with
+exit code 137, like a killed worker, right after its N-th step reached the staging: the
+fault is injected here, around the operator's staging write, not inside the product.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from types import SimpleNamespace
 
 DAG_ID = "github_repo_users"
+EXIT_AFTER_ENV = "TASK_RUNNER_EXIT_AFTER_STEPS"
+
+
+def exit_after_steps(n: int) -> None:
+    """Make the fetch operator's staging sink end the process after its n-th stored step."""
+    from github_collector import operators
+
+    write = operators._StagingSink.write
+    stored = 0
+
+    def write_then_maybe_die(self, step) -> None:
+        nonlocal stored
+        write(self, step)
+        stored += 1
+        if stored >= n:
+            os._exit(137)
+
+    operators._StagingSink.write = write_then_maybe_die
 
 
 def main(argv: list[str]) -> int:
@@ -28,10 +51,17 @@ def main(argv: list[str]) -> int:
     elif what == "fetch":
         from github_collector.operators import FetchBatchOperator
 
-        slot = int(argv[2])
-        ti = SimpleNamespace(dag_id=DAG_ID, run_id=run_id, map_index=slot, try_number=int(argv[3]))
+        slot, try_number = int(argv[2]), int(argv[3])
+        if os.environ.get(EXIT_AFTER_ENV) and try_number <= 1:
+            exit_after_steps(int(os.environ[EXIT_AFTER_ENV]))
+        ti = SimpleNamespace(dag_id=DAG_ID, run_id=run_id, map_index=slot, try_number=try_number)
         op = FetchBatchOperator(task_id="fetch", slot=slot)
-        print(json.dumps(op.execute({"ti": ti})))
+        from airflow.providers.common.compat.sdk import AirflowSkipException
+
+        try:
+            print(json.dumps(op.execute({"ti": ti})))
+        except AirflowSkipException as exc:  # a slot with no batch: Airflow records it skipped
+            print(json.dumps({"skipped": str(exc)}))
     elif what == "commit":
         print(json.dumps(commit_run(DAG_ID, run_id), default=str))
     else:

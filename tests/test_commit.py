@@ -3,6 +3,7 @@ two runs committing overlapping rows at once, and Redis losing a run's staging m
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import uuid
 
@@ -75,13 +76,20 @@ def repo(i: int) -> dict:
     }
 
 
-def stage(redis_client, prefix: str, run_id: str, users: list[dict], links: list[dict]) -> Staging:
+def stage(
+    redis_client,
+    prefix: str,
+    run_id: str,
+    users: list[dict],
+    links: list[dict],
+    repos: list[dict] | None = None,
+) -> Staging:
     staging = Staging(redis_client, run_namespace(prefix, DAG_ID, run_id))
     staging.save_plan(
         {"repositories": [], "relations": [], "batch_size": 1, "full_refresh": False, "batches": [["o/r"]]}
     )
     staging.set_outcome(0, "done")
-    staging.write_step(0, Step(state={}, repos=[repo(i) for i in range(REPOS)]))
+    staging.write_step(0, Step(state={}, repos=[repo(i) for i in range(REPOS)] if repos is None else repos))
     for i in range(0, len(users), 250):
         staging.write_step(0, Step(state={}, users=users[i : i + 250]))
     for i in range(0, len(links), 250):
@@ -167,7 +175,9 @@ def test_two_runs_commit_overlapping_rows_at_once(target, redis_client, key_pref
     for round_no in range(12):
         if round_no:
             with psycopg.connect(dsn) as c:
-                c.execute("TRUNCATE github_repo_user, github_user, github_repository, github_repo_request")
+                c.execute(
+                    "TRUNCATE github_repo_user_relation, github_user, github_repository, github_repo_request"
+                )
         runs = {
             f"a-{uuid.uuid4().hex[:6]}": ([profile(u) for u in a_users], links_a, 150 + 50 * (round_no % 3)),
             f"b-{uuid.uuid4().hex[:6]}": ([profile(u) for u in reversed(b_users)], links_b, 220),
@@ -261,3 +271,138 @@ def test_staging_lost_mid_commit_is_recorded_lost_not_complete(
     assert "lost: " + ", ".join(f"{n:,} {k}" for k, n in missing.items()) in message
     assert f"committed: {REPOS} repos, {committed['users']} users, 0 links" in message
     assert query(dsn, "SELECT count(*) FROM github_user") == [(committed["users"],)]
+
+
+# -- Redis evicting a staged hash before the commit -------------------------------------------
+@pytest.mark.parametrize("key", ["users", "links"])
+def test_a_staged_hash_evicted_before_the_commit_makes_the_run_lost(target, redis_client, key_prefix, key):
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    staging = stage(
+        redis_client, key_prefix, f"evicted-{key}", [profile(u) for u in range(1, 401)], run_a(range(1, 401))
+    )
+    redis_client.delete(staging.key(key))  # what volatile-lru may do to a key with a TTL
+    with pytest.raises(AirflowFailException) as err:  # not retried: retrying cannot bring it back
+        run_tasks.commit_run(DAG_ID, f"evicted-{key}", chunk=100)
+    n = {"users": 400, "links": 800}[key]
+    assert f"{key}: 0 of the {n} staged and uncommitted records are left ({n} missing)" in str(err.value)
+    [(status, counts)] = query(target, "SELECT status, counts FROM github_collect_run")
+    assert status == "lost" and counts["lost"] == str(err.value)
+    # Nothing of a run known to be incomplete is committed (no link refused for a missing user either).
+    assert query(
+        target, "SELECT (SELECT count(*) FROM github_user), (SELECT count(*) FROM github_repo_user)"
+    ) == [(0, 0)]
+
+
+# -- a record Postgres refuses -----------------------------------------------------------------
+def test_a_refused_record_is_dead_lettered_and_the_run_completes_saying_so(
+    target, redis_client, key_prefix, product_log
+):
+    users = [profile(u) for u in range(1, 301)]
+    users[9]["bio"] = "a NUL \u0000 staged as it came"  # written past the records' cleaning
+    links = run_a(range(1, 301))
+    staging = stage(redis_client, key_prefix, "refused", users, links)
+    counts = run_tasks.commit_run(DAG_ID, "refused", chunk=100)  # the commit task succeeds
+    # User 10, and its two links, which its absence leaves without their foreign key.
+    assert counts["dead_letters"] == 3
+    assert counts["committed"]["users"] == 299 and counts["committed"]["links"] == 598
+    [(status,)] = query(target, "SELECT status FROM github_collect_run")
+    assert status == "complete_with_dead_letters"
+    assert query(target, "SELECT kind, field, sqlstate FROM github_dead_letter ORDER BY kind, field") == [
+        ("links", "100:10:stargazer", "23503"),
+        ("links", "101:10:forker", "23503"),
+        ("users", "10", "22P05"),
+    ]
+    want = {k: v for k, v in expected_pairs(links).items() if k[1] != 10}
+    assert {
+        (r, u): (rels,)
+        for r, u, rels in query(target, "SELECT repo_id, user_id, relations FROM github_repo_user")
+    } == {k: (v[0],) for k, v in want.items()}
+    assert query(target, "SELECT count(*) FROM github_user") == [(299,)]
+    assert "are in github_dead_letter" in product_log.text
+    assert not list(redis_client.scan_iter(match=staging.ns + "*"))  # done: the staging is dropped
+
+
+# -- relations: first seen, last seen, removed, back -------------------------------------------
+def star(uid: int) -> dict:
+    return {
+        "repo_id": 100,
+        "user_id": uid,
+        "relation": "stargazer",
+        "starred_at": f"2024-01-0{uid}T00:00:00Z",
+    }
+
+
+def commit_listing(
+    redis_client, prefix: str, run_id: str, links: list[dict], listed: list[str]
+) -> dt.datetime | None:
+    """Stage and commit one run over repository 100, whose record says which relations it
+    listed in full; return the time the run stamped its rows with."""
+    uids = sorted({lk["user_id"] for lk in links})
+    stage(
+        redis_client,
+        prefix,
+        run_id,
+        [profile(u) for u in uids],
+        links,
+        [repo(0) | {"listed_complete": listed}],
+    )
+    stamp = run_tasks.commit_run(DAG_ID, run_id).get("commit_time")
+    return dt.datetime.fromisoformat(stamp) if stamp else None
+
+
+def relation(dsn: str, uid: int, rel: str) -> tuple:
+    with psycopg.connect(dsn) as c:
+        [row] = c.execute(
+            "SELECT first_seen_at, last_seen_at, removed_at FROM github_repo_user_relation"
+            " WHERE repo_id = 100 AND user_id = %s AND relation = %s",
+            (uid, rel),
+        ).fetchall()
+    return row
+
+
+def pairs(dsn: str) -> dict[int, list[str]]:
+    return dict(query(dsn, "SELECT user_id, relations FROM github_repo_user WHERE repo_id = 100"))
+
+
+def test_a_complete_listing_removes_who_left_and_a_return_clears_it(target, redis_client, key_prefix):
+    dsn = target
+    contributor = {"repo_id": 100, "user_id": 1, "relation": "contributor", "contributions": 5}
+    fork = {"repo_id": 100, "user_id": 3, "relation": "forker", "forked_at": "2023-01-01T00:00:00Z"}
+    t1 = commit_listing(
+        redis_client,
+        key_prefix,
+        "r1",
+        [star(1), star(2), star(3), fork, contributor],
+        ["contributors", "stargazers"],
+    )
+    assert pairs(dsn) == {1: ["contributor", "stargazer"], 2: ["stargazer"], 3: ["forker", "stargazer"]}
+
+    # Run 2 lists stargazers and contributors in full: 3 unstarred, and nobody contributes now.
+    # Forkers were not listed, so 3 stays a forker.
+    t2 = commit_listing(redis_client, key_prefix, "r2", [star(1), star(2)], ["contributors", "stargazers"])
+    assert pairs(dsn) == {1: ["stargazer"], 2: ["stargazer"], 3: ["forker"]}
+    assert relation(dsn, 3, "stargazer") == (t1, t1, t2)
+    assert relation(dsn, 1, "contributor") == (t1, t1, t2)
+    assert query(dsn, "SELECT contributions FROM github_repo_user WHERE user_id = 1") == [(None,)]
+
+    # Run 3 pages stargazers newest first only (incremental): it saw 1, and proves nothing of 2.
+    t3 = commit_listing(redis_client, key_prefix, "r3", [star(1)], [])
+    assert relation(dsn, 1, "stargazer") == (t1, t3, None)
+    assert relation(dsn, 2, "stargazer") == (t1, t2, None)  # last seen when it truly was
+
+    # Run 4 lists everyone again, 3 included: back, first seen when it was first seen.
+    t4 = commit_listing(redis_client, key_prefix, "r4", [star(1), star(2), star(3)], ["stargazers"])
+    assert relation(dsn, 3, "stargazer") == (t1, t4, None)
+    assert pairs(dsn) == {1: ["stargazer"], 2: ["stargazer"], 3: ["forker", "stargazer"]}
+    assert t1 < t2 < t3 < t4
+
+
+def test_a_dead_lettered_link_is_not_taken_for_a_departure(target, redis_client, key_prefix):
+    dsn = target
+    t1 = commit_listing(redis_client, key_prefix, "d1", [star(1), star(2)], ["stargazers"])
+    refused = star(2) | {"starred_at": "294277-01-01T00:00:00Z"}  # past timestamptz's range
+    commit_listing(redis_client, key_prefix, "d2", [star(1), refused], ["stargazers"])
+    assert relation(dsn, 2, "stargazer") == (t1, t1, None)
+    assert query(dsn, "SELECT field, sqlstate FROM github_dead_letter") == [("100:2:stargazer", "22008")]
+    assert pairs(dsn) == {1: ["stargazer"], 2: ["stargazer"]}

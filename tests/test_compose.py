@@ -11,13 +11,11 @@ import itertools
 import json
 import re
 from collections.abc import Callable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-
-from github_collector import plan
 
 pytestmark = pytest.mark.unit
 
@@ -196,7 +194,7 @@ def emulator_problems(doc: Compose) -> list[str]:
         if "emulator" in depends_on_names(svc) and not svc.get("profiles"):
             problems.append(f"{name} depends on the optional emulator")
     words = command_words(emulator)
-    if words[:3] != ["python", "-m", "github_collector.emulator"] or "8765" not in words:
+    if words[:3] != ["python", "-m", "github_emulator"] or "8765" not in words:
         problems.append(f"emulator command is {words}")
     if "EMULATOR_TOKENS" not in (emulator.get("environment") or {}):
         problems.append("emulator takes no EMULATOR_TOKENS")
@@ -207,8 +205,40 @@ def token_like_values(text: str) -> list[str]:
     return [m.group(0) for m in TOKEN_RE.finditer(text)]
 
 
+def dockerfile_stages(dockerfile: str) -> dict[str, str]:
+    """Each stage's instructions (comments left out), including those of the stages it is built
+    FROM, by name; the last stage (what a build without a target makes) is also under ""."""
+    stages: dict[str, str] = {}
+    name, text = None, ""
+    for line in dockerfile.splitlines(keepends=True):
+        if line.lstrip().startswith("#"):
+            continue
+        m = re.match(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", line, re.I)
+        if m:
+            if name is not None:
+                stages[name] = text
+            parent, name = m.group(1), m.group(2) or f"stage{len(stages)}"
+            text = stages.get(parent, "") + line
+        elif name is not None:
+            text += line
+    if name is not None:
+        stages[name] = stages[""] = text
+    return stages
+
+
+def build_target(svc: dict[str, Any]) -> str:
+    build = svc.get("build")
+    return (build or {}).get("target", "") if isinstance(build, dict) else ""
+
+
+def pip_installs(stage: str) -> list[str]:
+    """The pip install commands of a stage, continuation lines joined."""
+    return [m.group(0) for m in re.finditer(r"^RUN\s+pip install\b(?:.*\\\n)*.*$", stage, re.M)]
+
+
 def image_problems(doc: Compose, dockerfile: str) -> list[str]:
     svcs = services(doc)
+    stages = dockerfile_stages(dockerfile)
     problems = []
     for name in (*AIRFLOW_SERVICES, "emulator"):
         build = (svcs.get(name) or {}).get("build")
@@ -219,13 +249,49 @@ def image_problems(doc: Compose, dockerfile: str) -> list[str]:
         )
         if context is None or (ROOT / context / file).resolve() != DOCKERFILE:
             problems.append(f"{name} is not built from {DOCKERFILE.name} (build: {build!r})")
-    if not re.search(r"^COPY\b.*\brequirements\.txt\b", dockerfile, re.M):
-        problems.append("Dockerfile does not copy requirements.txt")
-    run = re.search(r"^RUN\s+pip install\b(?:.*\\\n)*.*$", dockerfile, re.M)
-    if not run or not re.search(r"-r\s+\S*requirements\.txt", run.group(0)):
-        problems.append("Dockerfile does not pip install -r requirements.txt")
-    elif not re.search(r"-c\s+\S*constraints-3\.3\.txt", run.group(0)):
-        problems.append("Dockerfile does not install with -c constraints-3.3.txt")
+        elif build_target(svcs[name]) not in stages:
+            problems.append(f"{name} builds target {build_target(svcs[name])!r}, which the Dockerfile lacks")
+    images = {n: (svcs.get(n) or {}).get("image") for n in ("airflow-worker", "emulator")}
+    if images["airflow-worker"] == images["emulator"]:
+        problems.append(f"the Airflow and emulator images share the tag {images['emulator']!r}")
+    airflow = stages.get(build_target(svcs.get("airflow-worker") or {}), "")
+    emulator = stages.get(build_target(svcs.get("emulator") or {}), "")
+    if not re.search(r"^COPY\b.*\brequirements\.txt\b", airflow, re.M):
+        problems.append("the Airflow image does not copy requirements.txt")
+    runs = pip_installs(airflow)
+    requirements = [r for r in runs if re.search(r"-r\s+\S*requirements\.txt", r)]
+    if not requirements:
+        problems.append("the Airflow image does not pip install -r requirements.txt")
+    elif not re.search(r"-c\s+\S*constraints-3\.3\.txt", requirements[0]):
+        problems.append("the Airflow image does not install with -c constraints-3.3.txt")
+    # the provider package, from the project directory holding pyproject.toml and the package
+    copies = re.findall(r"^COPY\b.*?(\S+)\s*$", airflow, re.M)
+    project = next(
+        (m.group(1) for m in re.finditer(r"^COPY\b.*\bpyproject\.toml\s+(\S+?)/?\s*$", airflow, re.M)), None
+    )
+    if project is None or not any(re.search(rf"\s{re.escape(project)}/?(\s|$)", r) for r in runs):
+        problems.append("the Airflow image does not pip install the project (pyproject.toml)")
+    if not any(c.rstrip("/").endswith("plugins/github_collector") for c in copies):
+        problems.append("the Airflow image does not copy plugins/github_collector")
+    if "emulator" in airflow.lower() or "graphql" in airflow.lower():
+        problems.append("the Airflow image holds the emulator")
+    if not any("emulator" in r for r in pip_installs(emulator)):
+        problems.append("the emulator image does not install the emulator")
+    return problems
+
+
+def code_mount_problems(doc: Compose) -> list[str]:
+    """The code comes from the image: plugins/ is not mounted; the DAG file is (edits need no rebuild)."""
+    problems = []
+    for name in AIRFLOW_SERVICES:
+        mounts = {split_volume(v) for v in services(doc)[name].get("volumes") or []}
+        for source, target in mounts:
+            if source.rstrip("/") in ("./plugins", "plugins") or target.rstrip("/") == "/opt/airflow/plugins":
+                problems.append(f"{name} mounts {source} at {target}: the code must come from the image")
+            if source.rstrip("/").endswith("emulator"):
+                problems.append(f"{name} mounts the emulator")
+        if ("./dags", "/opt/airflow/dags") not in mounts:
+            problems.append(f"{name} does not mount ./dags at /opt/airflow/dags")
     return problems
 
 
@@ -280,8 +346,12 @@ def test_no_real_looking_github_token() -> None:
         assert token_like_values(path.read_text()) == [], path.name
 
 
-def test_image_is_built_from_dockerfile_with_requirements(compose: Compose) -> None:
+def test_image_is_built_from_dockerfile_with_requirements_and_the_package(compose: Compose) -> None:
     assert image_problems(compose, DOCKERFILE.read_text()) == []
+
+
+def test_code_comes_from_the_image_and_dags_are_mounted(compose: Compose) -> None:
+    assert code_mount_problems(compose) == []
 
 
 def test_base_image_matches_airflow_pin() -> None:
@@ -311,28 +381,15 @@ def test_github_connection_defaults_to_the_emulator(compose: Compose) -> None:
     assert settings["tokens"] and set(settings["tokens"]) <= accepted
 
 
-def container_path(doc: Compose, service: str, in_repo: Path) -> PurePosixPath | None:
-    """Where a repository file appears inside a service's containers, via its bind mounts."""
-    for spec in services(doc)[service].get("volumes") or []:
-        source, target = split_volume(spec)
-        if is_bind(source) and in_repo.is_relative_to(Path(source)):
-            return PurePosixPath(target) / in_repo.relative_to(Path(source)).as_posix()
-    return None
-
-
-def test_default_repos_file_is_mounted(compose: Compose) -> None:
-    """plan.DEFAULT_REPOS_FILE, computed inside the container, is a mounted file."""
-    plan_file = Path(plan.__file__).resolve()
-    repos_file = plan.DEFAULT_REPOS_FILE
-    assert repos_file.is_file()
-    # plan.py climbs parents[k] to a shared ancestor; replay that climb in the container.
-    k = next(i for i, parent in enumerate(plan_file.parents) if repos_file.is_relative_to(parent))
-    below = repos_file.relative_to(plan_file.parents[k]).as_posix()
-    for name in ("airflow-dag-processor", "airflow-worker", "airflow-scheduler"):
-        plan_in_container = container_path(compose, name, plan_file.relative_to(ROOT))
-        repos_in_container = container_path(compose, name, repos_file.relative_to(ROOT))
-        assert plan_in_container is not None and repos_in_container is not None, name
-        assert plan_in_container.parents[k] / below == repos_in_container, name
+def test_default_repositories_are_the_packaged_list(compose: Compose) -> None:
+    """GITHUB_REPO_USERS_REPOS_FILE is empty unless set, so the image's packaged list is used;
+    a file named there must lie under a mounted folder."""
+    for name in AIRFLOW_SERVICES:
+        env = services(compose)[name]["environment"]
+        assert env["GITHUB_REPO_USERS_REPOS_FILE"].startswith("${GITHUB_REPO_USERS_REPOS_FILE:-"), name
+        assert env_of(services(compose)[name])["GITHUB_REPO_USERS_REPOS_FILE"] == "", name
+        targets = [split_volume(v)[1] for v in services(compose)[name].get("volumes") or []]
+        assert "/opt/airflow/include" in targets, name
 
 
 def test_workers_can_scale(compose: Compose) -> None:
@@ -367,7 +424,7 @@ def test_checks_catch_list_form_dependency(compose: Compose) -> None:
 
 
 def test_checks_catch_missing_bind_source(compose: Compose, tmp_path: Path) -> None:
-    for sub in ("dags", "plugins", "config", "logs"):
+    for sub in ("dags", "config", "logs"):
         (tmp_path / sub).mkdir()
     problems = missing_bind_sources(compose, root=tmp_path)
     assert problems and all("./include" in p for p in problems)
@@ -409,5 +466,53 @@ def test_checks_catch_image_not_built_from_dockerfile(compose: Compose) -> None:
     def prebuilt(doc: Compose) -> None:
         doc["services"]["airflow-worker"].pop("build")
 
-    assert image_problems(_broken(compose, prebuilt), DOCKERFILE.read_text())
+    def wrong_target(doc: Compose) -> None:
+        doc["services"]["emulator"]["build"]["target"] = "airflow"
+
+    def one_tag(doc: Compose) -> None:
+        doc["services"]["emulator"]["image"] = doc["services"]["airflow-worker"]["image"]
+
+    dockerfile = DOCKERFILE.read_text()
+    assert image_problems(_broken(compose, prebuilt), dockerfile)
+    assert image_problems(_broken(compose, wrong_target), dockerfile)
+    assert image_problems(_broken(compose, one_tag), dockerfile)
     assert image_problems(compose, "FROM apache/airflow:3.3.2-python3.11\nRUN pip install requests\n")
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        # the provider package no longer installed
+        (lambda d: re.sub(r"\n\s*/opt/github-repo-users \\\n", "\n", d), "does not pip install the project"),
+        # the emulator installed into the Airflow image
+        (lambda d: d + "COPY emulator/ /opt/github-emulator/\n", "holds the emulator"),
+        # graphql-core back among the Airflow image's packages
+        (lambda d: d + "RUN pip install graphql-core\n", "holds the emulator"),
+        # the emulator stage no longer installs it
+        (
+            lambda d: d.replace("RUN pip install --no-cache-dir /opt/github-emulator", "RUN true"),
+            "emulator image does not install",
+        ),
+    ],
+)
+def test_checks_catch_a_dockerfile_without_the_package_or_with_the_emulator(compose, edit, said) -> None:
+    broken = edit(DOCKERFILE.read_text())
+    assert broken != DOCKERFILE.read_text()
+    assert any(said in p for p in image_problems(compose, broken)), image_problems(compose, broken)
+
+
+def test_checks_catch_mounted_code(compose: Compose) -> None:
+    def mount_plugins(doc: Compose) -> None:  # a new list: the services share the anchor's
+        worker = doc["services"]["airflow-worker"]
+        worker["volumes"] = [*worker["volumes"], "./plugins:/opt/airflow/plugins"]
+
+    def no_dags(doc: Compose) -> None:
+        vols = doc["services"]["airflow-scheduler"]["volumes"]
+        doc["services"]["airflow-scheduler"]["volumes"] = [v for v in vols if not v.startswith("./dags")]
+
+    assert code_mount_problems(_broken(compose, mount_plugins)) == [
+        "airflow-worker mounts ./plugins at /opt/airflow/plugins: the code must come from the image"
+    ]
+    assert code_mount_problems(_broken(compose, no_dags)) == [
+        "airflow-scheduler does not mount ./dags at /opt/airflow/dags"
+    ]

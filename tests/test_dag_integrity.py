@@ -29,6 +29,8 @@ def test_dagbag_has_no_import_errors_and_the_dag():
     assert "github_repo_users" in bag.dags
     dag = bag.dags["github_repo_users"]
     assert dag.catchup is False
+    # a run longer than a day must not overlap the next, which would list everything again
+    assert dag.max_active_runs == 1
     assert {"plan", "collect.quota_gate", "collect.fetch", "commit"} <= set(dag.task_dict)
     assert dag.params["batch_size"] == 50
     assert dag.task_dict["commit"].trigger_rule in ("all_done", "TriggerRule.ALL_DONE") or str(
@@ -55,6 +57,14 @@ def test_a_bad_slot_count_is_an_import_error_naming_it(monkeypatch, bad):
     monkeypatch.setenv("GITHUB_REPO_USERS_FETCH_SLOTS", bad)
     errors = _dagbag().import_errors
     assert len(errors) == 1 and f"GITHUB_REPO_USERS_FETCH_SLOTS={bad!r}" in next(iter(errors.values()))
+
+
+def test_a_missing_default_repository_list_is_an_import_error_naming_the_file(monkeypatch, tmp_path):
+    """Not a silent fall-back to other repositories: the DAG does not load, and says why."""
+    missing = tmp_path / "no-such-list.json"
+    monkeypatch.setenv("GITHUB_REPO_USERS_REPOS_FILE", str(missing))
+    errors = _dagbag().import_errors
+    assert len(errors) == 1 and str(missing) in next(iter(errors.values()))
 
 
 def _parse_under_guard(dag_file: Path) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from github_collector.emulator import parse_token_list, parse_token_spec
+from github_emulator import SPECIAL_REPOS, parse_token_list, parse_token_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def test_cli_serves_and_never_prints_tokens(tmp_path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "github_collector.emulator",
+        "github_emulator",
         "--port",
         "0",
         "--preset",
@@ -69,7 +69,7 @@ def test_cli_serves_and_never_prints_tokens(tmp_path) -> None:
             )
             assert r.json()["resources"]["core"]["limit"] == 10
             r = requests.get(f"{url}/_emulator/repos", timeout=5)
-            assert len(r.json()) == 3 + 8  # ordinary repos plus the special ones
+            assert len(r.json()) == 3 + len(SPECIAL_REPOS)  # ordinary repos plus the special ones
             r = requests.get(
                 f"{url}/rate_limit", headers={"Authorization": "token secret-from-env-42"}, timeout=5
             )
@@ -91,7 +91,7 @@ def test_cli_help_documents_token_syntax() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "plugins")}
     start = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-m", "github_collector.emulator", "--help"],
+        [sys.executable, "-m", "github_emulator", "--help"],
         capture_output=True,
         text=True,
         env=env,

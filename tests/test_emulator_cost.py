@@ -1,10 +1,10 @@
-"""GraphQL cost and node count, GitHub's formula (see github_collector.emulator.cost)."""
+"""GraphQL cost and node count, GitHub's formula (see github_emulator.cost)."""
 
 from __future__ import annotations
 
 import pytest
 
-from github_collector.emulator import analyze, load_schema, query_cost
+from github_emulator import analyze, load_schema, query_cost
 
 pytestmark = pytest.mark.unit
 

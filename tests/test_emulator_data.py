@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from fixtures_emulator import *  # noqa: F403
 
-from github_collector.emulator import (
+from github_emulator import (
     PRESETS,
     RENAMED_REPO_NEW_NAME,
     SPECIAL_REPOS,
@@ -17,7 +17,7 @@ from github_collector.emulator import (
     decode_node_id,
     node_id,
 )
-from github_collector.emulator.encoding import decode_cursor, encode_cursor
+from github_emulator.encoding import decode_cursor, encode_cursor
 
 pytestmark = pytest.mark.unit
 
@@ -46,6 +46,12 @@ def test_special_repos_are_present(emu_dataset) -> None:
         "restricted": [],
     }
     assert truth[SPECIAL_REPOS["blocked"]]["status"] == "blocked"
+    assert truth[SPECIAL_REPOS["tos"]] == {
+        "repo_id": None,
+        "full_name": None,
+        "status": "blocked",
+        "restricted": [],
+    }
     assert truth[SPECIAL_REPOS["empty"]]["status"] == "empty"
     assert truth[SPECIAL_REPOS["too_large"]]["status"] == "too_large"
     forms = {

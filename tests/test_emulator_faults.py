@@ -12,17 +12,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+import support
 from fixtures_emulator import *  # noqa: F403
 from fixtures_emulator import EMU_TOKEN_COLLAB, emu_tokens
 
-from github_collector.emulator import (
+from github_emulator import (
     RENAMED_REPO_NEW_NAME,
     SPECIAL_REPOS,
     EmulatorConfig,
     EmulatorServer,
     node_id,
 )
-from github_collector.emulator.accounting import FAULT_KINDS
+from github_emulator.accounting import FAULT_KINDS
 
 pytestmark = pytest.mark.integration
 
@@ -49,11 +50,7 @@ def post_faults(srv, **settings: object) -> requests.Response:
 
 def listed_repo(ds, attr: str = "contributors", at_least: int = 11) -> str:
     """The current name of a plain repository whose `attr` list spans several pages of 5."""
-    for name in ds.repo_names():
-        repo, _ = ds.lookup_full_name(name)
-        if repo is not None and repo.kind == "ok" and len(getattr(repo, attr)) >= at_least:
-            return ds.full_name(repo)
-    raise AssertionError(f"no repository with {at_least} {attr}")
+    return support.listed_repo(ds, attr, at_least)
 
 
 def links(resp: requests.Response) -> dict[str, int]:
@@ -555,7 +552,7 @@ def test_the_request_log_names_graphql_pages_and_refused_limits(emu_server_facto
     """The fault tests count pages fetched twice and secondary-limit answers from the log."""
     import requests
 
-    from github_collector.emulator import TokenConfig
+    from github_emulator import TokenConfig
 
     srv = emu_server_factory(
         tokens=[TokenConfig(name="t", token="log-test-token", collaborator_repos=("*",))],
@@ -572,5 +569,5 @@ def test_the_request_log_names_graphql_pages_and_refused_limits(emu_server_facto
     refused = requests.post(srv.url + "/graphql", json=body, headers=h, timeout=10)
     assert refused.status_code == 403
     first, second = srv.request_log()[-2:]
-    assert first["pages"] == [f"{owner}/{name}:forks:None", f"{owner}/{name}:watchers:None"]
+    assert first["pages"] == [f"{owner}/{name}:forks:None:first5", f"{owner}/{name}:watchers:None:first5"]
     assert second["limit"] == "secondary" and "pages" not in second

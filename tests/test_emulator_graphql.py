@@ -7,8 +7,8 @@ import requests
 from fixtures_emulator import *  # noqa: F403
 from fixtures_emulator import EMU_TOKEN_PLAIN, emu_tokens
 
-from github_collector.emulator import RENAMED_REPO_NEW_NAME, SPECIAL_REPOS, node_id
-from github_collector.emulator.encoding import iso
+from github_emulator import RENAMED_REPO_NEW_NAME, SPECIAL_REPOS, node_id
+from github_emulator.encoding import iso
 
 pytestmark = pytest.mark.integration
 
@@ -50,13 +50,20 @@ FORKS = """query($owner: String!, $name: String!, $after: String, $dir: OrderDir
 def test_forks_with_inline_owner_profiles(emu_server, emu_client, emu_dataset) -> None:
     ds = emu_dataset
     repo = biggest(
-        ds, "forks", lambda r: any(ds.user_type(ds.repos[f].owner_id) == "Organization" for _, f in r.forks)
+        ds,
+        "forks",
+        lambda r: (
+            any(ds.user_type(ds.repos[f].owner_id) == "Organization" for _, f in r.forks)
+            and not any(ds.repos[f].owner_id in ds.saml_orgs for _, f in r.forks[:100])
+        ),
     )
     r = gql(emu_server, emu_client(), FORKS, **owner_name(ds, repo))
     assert r.status_code == 200 and "errors" not in r.json()
     data = r.json()["data"]
     forks = data["repository"]["forks"]
-    assert forks["totalCount"] == data["repository"]["forkCount"] == len(repo.forks)
+    # forkCount is the whole network (forks of forks too), the forks connection the direct forks
+    assert forks["totalCount"] == len(repo.forks)
+    assert data["repository"]["forkCount"] == ds.network_count(repo) > len(repo.forks)
     assert [n["databaseId"] for n in forks["nodes"]] == [f for _, f in repo.forks][:100]
     kinds = {n["owner"]["__typename"] for n in forks["nodes"]}
     assert "Organization" in kinds and "User" in kinds
@@ -271,13 +278,17 @@ def test_renamed_missing_and_blocked_repositories(emu_server, emu_client) -> Non
         "locations": [{"line": 1, "column": 3}],
         "message": f"Could not resolve to a Repository with the name '{o}/{n}'.",
     }
-    o, n = SPECIAL_REPOS["blocked"].split("/")
-    blocked = gql(emu_server, s, q, o=o, n=n).json()
-    assert blocked["data"]["repository"] is None
-    assert (
-        blocked["errors"][0]["type"] == "FORBIDDEN"
-        and blocked["errors"][0]["message"] == "Repository access blocked"
-    )
+    answers = []
+    for key in ("blocked", "tos"):  # DMCA and terms-of-service blocks look alike here
+        o, n = SPECIAL_REPOS[key].split("/")
+        blocked = gql(emu_server, s, q, o=o, n=n).json()
+        assert blocked["data"]["repository"] is None
+        assert (
+            blocked["errors"][0]["type"] == "FORBIDDEN"
+            and blocked["errors"][0]["message"] == "Repository access blocked"
+        )
+        answers.append(blocked)
+    assert answers[0] == answers[1]
     o, n = SPECIAL_REPOS["empty"].split("/")
     empty = gql(
         emu_server,
@@ -350,3 +361,42 @@ def test_accounts_and_viewer(emu_server, emu_client, emu_dataset) -> None:
     assert data["viewer"]["databaseId"] == ds.viewer_id("collab")
     missing = gql(emu_server, emu_client(), '{ user(login: "no-such-user-zz") { id } }').json()
     assert missing["data"] == {"user": None} and missing["errors"][0]["type"] == "NOT_FOUND"
+
+
+def test_a_saml_organisation_nulls_the_fork_it_owns_unless_asked_only_what_it_still_answers(
+    emu_server, emu_client, emu_dataset
+) -> None:
+    ds = emu_dataset
+    assert ds.saml_orgs, "the default dataset has SAML organisations"
+    repo = biggest(ds, "forks", lambda r: any(ds.repos[f].owner_id in ds.saml_orgs for _, f in r.forks[:100]))
+    saml_at = [i for i, (_, f) in enumerate(repo.forks[:100]) if ds.repos[f].owner_id in ds.saml_orgs]
+    body = gql(emu_server, emu_client(), FORKS, **owner_name(ds, repo)).json()
+    nodes = body["data"]["repository"]["forks"]["nodes"]
+    assert [i for i, n in enumerate(nodes) if n is None] == saml_at
+    forbidden = [e for e in body["errors"] if e.get("type") == "FORBIDDEN"]
+    assert [e["path"] for e in forbidden] == [["repository", "forks", "nodes", i, "owner"] for i in saml_at]
+    assert "SAML" in forbidden[0]["message"]
+    lean = FORKS.split("nodes {")[0] + "nodes { databaseId owner { __typename id login } } } } }"
+    body = gql(emu_server, emu_client(), lean, **owner_name(ds, repo)).json()
+    assert "errors" not in body
+    owners = [n["owner"]["login"] for n in body["data"]["repository"]["forks"]["nodes"]]
+    assert [owners[i] for i in saml_at] == [ds.login(ds.repos[repo.forks[i][1]].owner_id) for i in saml_at]
+
+
+def test_a_deleted_account_is_not_found_by_node_id_and_404_by_login(
+    emu_server, emu_client, emu_dataset
+) -> None:
+    ds = emu_dataset
+    gone = sorted(ds.deleted)
+    assert gone, "the default dataset has deleted accounts"
+    alive = next(u for r in ds.repos.values() for _, u in r.stars if ds.user_type(u) == "User")
+    ids = [node_id("User", gone[0]), node_id(ds.user_type(alive), alive)]
+    q = "query($ids: [ID!]!) { nodes(ids: $ids) { __typename ... on Actor { login } } }"
+    body = gql(emu_server, emu_client(), q, ids=ids).json()
+    assert body["data"]["nodes"][0] is None and body["data"]["nodes"][1] is not None
+    assert [(e["type"], e["path"]) for e in body["errors"]] == [("NOT_FOUND", ["nodes", 0])]
+    client = emu_client()
+    assert client.get(f"{emu_server.url}/users/{ds.login(gone[0])}").status_code == 404
+    assert client.get(f"{emu_server.url}/user/{gone[0]}").status_code == 404
+    truth = ds.truth(relations=("contributors",), collaborator_repos=("*",))
+    assert set(truth["gone"]) == set(gone)

@@ -11,7 +11,7 @@ import requests
 from fixtures_emulator import *  # noqa: F403
 from fixtures_emulator import EMU_TOKEN_COLLAB, EMU_TOKEN_PLAIN, emu_tokens
 
-from github_collector.emulator import SPECIAL_REPOS
+from github_emulator import SPECIAL_REPOS
 
 pytestmark = pytest.mark.integration
 

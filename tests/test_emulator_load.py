@@ -10,7 +10,7 @@ import requests
 from fixtures_emulator import *  # noqa: F403
 from fixtures_emulator import EMU_TOKEN_COLLAB, EMU_TOKEN_PLAIN
 
-from github_collector.emulator import PRESETS, build_dataset
+from github_emulator import PRESETS, build_dataset
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ import pytest
 from fixtures_emulator import *  # noqa: F403
 from fixtures_emulator import EMU_TOKEN_COLLAB, EMU_TOKEN_PLAIN
 
-from github_collector.emulator import RENAMED_REPO_NEW_NAME, SPECIAL_REPOS
-from github_collector.emulator.encoding import iso
+from github_emulator import RENAMED_REPO_NEW_NAME, SPECIAL_REPOS
+from github_emulator.encoding import iso
 
 pytestmark = pytest.mark.integration
 
@@ -59,6 +59,8 @@ def test_pagination_follows_link_headers(emu_server, emu_client, emu_dataset) ->
         seen += [u["id"] for u in r.json()]
         links = parse_link(r.headers["link"])
         for link in links.values():
+            # GitHub's links address the repository by id, whatever path the client used
+            assert urlsplit(link).path == f"/repositories/{repo.id}/stargazers"
             query = parse_qs(urlsplit(link).query)
             assert query["per_page"] == ["7"] and query["foo"] == ["bar"]  # other params kept
         if pages == 1:
@@ -71,6 +73,64 @@ def test_pagination_follows_link_headers(emu_server, emu_client, emu_dataset) ->
         url = links.get("next")
     assert seen == [u for _, u in repo.stars]  # oldest star first, nothing lost or repeated
     assert pages == -(-len(repo.stars) // 7)
+
+
+def test_links_address_the_repository_by_id(emu_server, emu_client, emu_dataset) -> None:
+    """Every list's links go to {the base URL the client used}/repositories/{id}/{list}?...,
+    whichever form of the path the client asked, and those URLs serve the same pages."""
+    s = emu_client()
+    renamed = emu_dataset.lookup_full_name(RENAMED_REPO_NEW_NAME)[0]
+    for name, repo in ((SPECIAL_REPOS["renamed"], renamed), (RENAMED_REPO_NEW_NAME, renamed)):
+        for sub, size in (
+            ("contributors", len(renamed.contributors)),
+            ("forks", len(renamed.forks)),
+            ("stargazers", len(renamed.stars)),
+            ("subscribers", len(renamed.watchers)),
+        ):
+            per_page = max(1, size // 3)
+            by_name = f"{emu_server.url}/repos/{name}/{sub}?anon=1&per_page={per_page}"
+            r = s.get(by_name)  # the old name's 301 followed
+            links = parse_link(r.headers["link"])
+            expected = f"{emu_server.url}/repositories/{repo.id}/{sub}?anon=1&per_page={per_page}&page="
+            assert links["next"] == f"{expected}2" and links["last"].startswith(expected), links
+            seen, url = [], by_name
+            while url:
+                r = s.get(url)
+                seen += r.json()
+                url = r.links.get("next", {}).get("url")
+            everything = s.get(f"{emu_server.url}/repos/{RENAMED_REPO_NEW_NAME}/{sub}?anon=1&per_page=100")
+            assert seen == everything.json() and len(seen) == size
+    # the base URL is the one the client addressed
+    big = biggest(emu_dataset, "stars")
+    r = s.get(
+        f"{emu_server.url}/repos/{emu_dataset.full_name(big)}/stargazers?per_page=2",
+        headers={"Host": "api.example.test:8443"},
+    )
+    assert (
+        r.links["next"]["url"]
+        == f"http://api.example.test:8443/repositories/{big.id}/stargazers?per_page=2&page=2"
+    )
+
+
+def test_star_count(emu_server, emu_client, emu_dataset) -> None:
+    big = biggest(emu_dataset, "stars")
+    s, plain = emu_client(), emu_client(EMU_TOKEN_PLAIN)
+    base = emu_server.url
+    r = s.get(f"{base}/repos/{emu_dataset.full_name(big)}/stargazers/count")
+    assert r.status_code == 200 and r.json() == {"count": len(big.stars)}
+    assert s.get(f"{base}/repositories/{big.id}/stargazers/count").json() == {"count": len(big.stars)}
+    hidden = emu_dataset.lookup_full_name(SPECIAL_REPOS["restricted_403"])[0]
+    r = plain.get(f"{base}/repos/{SPECIAL_REPOS['restricted_403']}/stargazers/count")
+    assert r.json() == {"count": len(hidden.stars)} and len(hidden.stars) > 0  # the count stays public
+    renamed = emu_dataset.lookup_full_name(RENAMED_REPO_NEW_NAME)[0]
+    r = s.get(f"{base}/repos/{SPECIAL_REPOS['renamed']}/stargazers/count", allow_redirects=False)
+    assert r.status_code == 301
+    assert r.headers["location"] == f"{base}/repositories/{renamed.id}/stargazers/count"
+    assert s.get(r.headers["location"]).json() == {"count": len(renamed.stars)}
+    assert s.get(f"{base}/repos/{SPECIAL_REPOS['missing']}/stargazers/count").status_code == 404
+    assert s.get(f"{base}/repos/{SPECIAL_REPOS['empty']}/stargazers/count").json() == {"count": 0}
+    assert s.get(f"{base}/repos/{emu_dataset.full_name(big)}/stargazers/counts").status_code == 404
+    assert emu_server.stats()["tokens"]["collab"]["core"]["used"] == 7  # 1 unit each, as any REST GET
 
 
 def test_per_page_default_and_clamp(emu_server, emu_client, emu_dataset) -> None:
@@ -121,15 +181,22 @@ def test_renamed_repo_redirects_every_path(emu_server, emu_client, emu_dataset) 
     assert s.get(f"{emu_server.url}/repos/{RENAMED_REPO_NEW_NAME}").json()["id"] == new.id
 
 
-def test_missing_blocked_empty_too_large(emu_server, emu_client) -> None:
+def test_missing_blocked_empty_too_large(emu_server, emu_client, emu_dataset) -> None:
     s = emu_client()
     base = emu_server.url
     r = s.get(f"{base}/repos/{SPECIAL_REPOS['missing']}")
     assert r.status_code == 404 and r.json()["message"] == "Not Found" and "documentation_url" in r.json()
-    for path in ("", "/contributors", "/forks", "/stargazers", "/subscribers"):
+    tos_id = emu_dataset.lookup_full_name(SPECIAL_REPOS["tos"])[0].id
+    for path in ("", "/contributors", "/forks", "/stargazers", "/subscribers", "/stargazers/count"):
         r = s.get(f"{base}/repos/{SPECIAL_REPOS['blocked']}{path}")
         assert r.status_code == 451
         assert r.json()["message"] == "Repository access blocked" and r.json()["block"]["reason"] == "dmca"
+        # a terms-of-service block: 403 with the same message and a block object, by name or id
+        for url in (f"{base}/repos/{SPECIAL_REPOS['tos']}{path}", f"{base}/repositories/{tos_id}{path}"):
+            r = s.get(url)
+            assert r.status_code == 403, url
+            assert r.json()["message"] == "Repository access blocked" and r.json()["block"]["reason"] == "tos"
+            assert int(r.headers["x-ratelimit-remaining"]) > 0  # not a rate limit
     r = s.get(f"{base}/repos/{SPECIAL_REPOS['empty']}/contributors")
     assert r.status_code == 204 and r.content == b""
     assert s.get(f"{base}/repos/{SPECIAL_REPOS['empty']}/forks").json() == []

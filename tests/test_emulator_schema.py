@@ -18,8 +18,8 @@ from graphql import (
     validate,
 )
 
-from github_collector.emulator import load_schema
-from github_collector.emulator.schema import schema_sdl
+from github_emulator import load_schema
+from github_emulator.schema import schema_sdl
 
 pytestmark = pytest.mark.unit
 
@@ -139,3 +139,17 @@ def test_queries_valid_here_are_valid_on_github(query: str) -> None:
     doc = parse(query)
     assert validate(load_schema(), doc) == []
     assert validate(real_schema(), doc) == []
+
+
+def test_every_query_shape_the_client_builds_is_valid_here_and_on_github() -> None:
+    """The collector's documents (queries.sample_queries: summaries, every relation's pages,
+    the author connections among them, profile look-ups) against both schemas."""
+    from github_collector.queries import AUTHOR_CONNECTION, sample_queries
+
+    docs = [q for q, _ in sample_queries()]
+    for field in AUTHOR_CONNECTION.values():
+        assert any(f"{field}(first:" in d for d in docs), field
+    for doc in docs:
+        parsed = parse(doc)
+        assert validate(real_schema(), parsed) == [], doc[:300]
+        assert validate(load_schema(), parsed) == [], doc[:300]

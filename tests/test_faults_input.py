@@ -18,8 +18,8 @@ from e2e_harness import read_back
 from fault_harness import ALL, InProcessRun, conn_env, failures
 from support import wait_until
 
-from github_collector.emulator import DatasetSpec, EmulatorConfig, EmulatorServer, TokenConfig, build_dataset
 from github_collector.plan import MAX_REPOS
+from github_emulator import DatasetSpec, EmulatorConfig, EmulatorServer, TokenConfig, build_dataset
 
 pytestmark = pytest.mark.faults
 TOKEN = "input-fault-token-4e7a90"
@@ -64,6 +64,10 @@ PARAM_CASES = [
     ({"batch_size": 2.5}, "2.5"),
     ({"batch_size": True}, "True"),
     ({"full_refresh": "yes"}, "yes"),
+    ({"max_author_pages": -1}, "-1"),
+    ({"max_author_pages": 100_001}, "100001"),
+    ({"max_author_pages": "200"}, "'200'"),
+    ({"max_author_pages": True}, "True"),
 ]
 
 

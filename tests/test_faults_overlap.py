@@ -16,8 +16,8 @@ import pytest
 from e2e_harness import AIRFLOW, airflow_env, duplicate_count, migrate, read_back
 from support import diff_against_truth
 
-from github_collector.emulator import DatasetSpec, EmulatorConfig, EmulatorServer, TokenConfig, build_dataset
 from github_collector.records import RELATION_ROLE
+from github_emulator import DatasetSpec, EmulatorConfig, EmulatorServer, TokenConfig, build_dataset
 
 pytestmark = pytest.mark.faults
 ALL = ["contributors", "forkers", "stargazers", "watchers"]

@@ -23,8 +23,8 @@ from fault_harness import ALL, InProcessRun, conn_env
 from support import diff_against_truth
 
 from github_collector import loader
-from github_collector.emulator import DatasetSpec, EmulatorConfig, EmulatorServer, TokenConfig, build_dataset
 from github_collector.staging import Staging, run_namespace
+from github_emulator import DatasetSpec, EmulatorConfig, EmulatorServer, TokenConfig, build_dataset
 
 pytestmark = pytest.mark.faults
 ROOT = Path(__file__).resolve().parents[1]

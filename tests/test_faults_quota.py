@@ -18,8 +18,8 @@ from e2e_harness import duplicate_count, read_back
 from fault_harness import ALL, InProcessRun, conn_env, recording_sleep
 from support import diff_against_truth
 
-from github_collector.emulator import DatasetSpec, EmulatorConfig, EmulatorServer, TokenConfig, build_dataset
 from github_collector.quota import fingerprint
+from github_emulator import DatasetSpec, EmulatorConfig, EmulatorServer, TokenConfig, build_dataset
 
 pytestmark = pytest.mark.faults
 TOKENS = [f"quota-fault-token-{c}-7f3a2b" for c in "abc"]

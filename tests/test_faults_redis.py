@@ -20,8 +20,8 @@ from fault_harness import ALL, InProcessRun, conn_env
 from private_redis import PrivateRedis
 from support import diff_against_truth
 
-from github_collector.emulator import DatasetSpec, EmulatorConfig, EmulatorServer, TokenConfig, build_dataset
 from github_collector.staging import Staging, run_namespace
+from github_emulator import DatasetSpec, EmulatorConfig, EmulatorServer, TokenConfig, build_dataset
 
 pytestmark = pytest.mark.faults
 TOKENS = ["redis-fault-token-a-51c2e9", "redis-fault-token-b-a7d0c4"]

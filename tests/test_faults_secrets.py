@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from e2e_harness import airflow_env, dags_test, migrate
 
-from github_collector.emulator import DatasetSpec, EmulatorConfig, EmulatorServer, TokenConfig, build_dataset
+from github_emulator import DatasetSpec, EmulatorConfig, EmulatorServer, TokenConfig, build_dataset
 
 pytestmark = pytest.mark.faults
 SECRETS = {

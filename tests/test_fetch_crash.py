@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from e2e_harness import airflow_env, duplicate_count, read_back
 from support import diff_against_truth
+from task_runner import EXIT_AFTER_ENV
 
-from github_collector.emulator import DatasetSpec, EmulatorConfig, EmulatorServer, TokenConfig, build_dataset
 from github_collector.staging import Staging, run_namespace
+from github_emulator import DatasetSpec, EmulatorConfig, EmulatorServer, TokenConfig, build_dataset
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,12 +72,12 @@ def test_injected_crash_after_k_steps_then_retry(setup, dataset, redis_client, k
     run_id = "crash-injected"
     summary = _run_all(env, run_id, names)
     assert summary["batches"] == 1
-    crashed = task(env, "fetch", run_id, "0", "1", extra={"GITHUB_REPO_USERS_CRASH_AFTER_STEPS": "4"})
+    crashed = task(env, "fetch", run_id, "0", "1", extra={EXIT_AFTER_ENV: "4"})
     assert crashed.returncode == 137, crashed.stderr[-1500:]
     staging = Staging(redis_client, run_namespace(key_prefix, "github_repo_users", run_id))
     assert staging.load_state(0) is not None  # the checkpoint survived the crash
     pages_before = graphql_and_rest_pages(srv)
-    retried = task(env, "fetch", run_id, "0", "2", extra={"GITHUB_REPO_USERS_CRASH_AFTER_STEPS": "4"})
+    retried = task(env, "fetch", run_id, "0", "2", extra={EXIT_AFTER_ENV: "4"})
     assert retried.returncode == 0, retried.stderr[-1500:]
     committed = task(env, "commit", run_id)
     assert committed.returncode == 0, committed.stderr[-1500:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +13,7 @@ from github_collector.client import derive_graphql_url
 from github_collector.errors import ConfigError
 from github_collector.hook import GitHubHook, parse_settings
 from github_collector.quota import QuotaState, QuotaStore, fingerprint
-from github_collector.sensors import RateLimitSensor, estimate_cost, reservation_id
+from github_collector.sensors import RateLimitSensor, estimate_cost
 from github_collector.staging import Staging, run_namespace
 
 
@@ -112,12 +113,14 @@ def _context(run_id: str, map_index: int = 0):
 
 
 @pytest.mark.integration
-def test_sensor_reserves_when_quota_covers_and_defers_to_the_reset_when_not(
+def test_sensor_starts_when_the_next_request_is_payable_and_defers_to_the_reset_when_not(
     emu_server_factory, monkeypatch, key_prefix, redis_client
 ):
+    """The gate asks for the next request, not the batch's estimate: a slot starts with less
+    left than its batch needs (it spends that before the reset), and holds nothing."""
     from airflow.providers.common.compat.sdk import TaskDeferred
 
-    from github_collector.emulator import TokenConfig
+    from github_emulator import TokenConfig
 
     token = "sensor-test-token-1"
     srv = emu_server_factory(tokens=[TokenConfig(name="s", token=token, core_limit=30, graphql_limit=30)])
@@ -132,29 +135,41 @@ def test_sensor_reserves_when_quota_covers_and_defers_to_the_reset_when_not(
         ),
     )
     ns = run_namespace(key_prefix, "github_repo_users", "run-1")
-    Staging(redis_client, ns).save_plan(
-        {"relations": ["contributors", "forkers"], "batches": [["a/b"] * 10] * 3}
-    )
-    # each batch needs 10 core + 2 graphql
-    s0 = RateLimitSensor(task_id="g", slot=0)
-    assert s0.poke(_context("run-1", 0)) is True  # seeded from /rate_limit, then reserved
-    held = redis_client.hget(f"{key_prefix}reservations:core", reservation_id(_context("run-1", 0), 0))
-    assert int(held) == 10
-    assert RateLimitSensor(task_id="g", slot=1).poke(_context("run-1", 1)) is True  # 20 of 25 usable
+    relations = ["contributors", "forkers", "stargazers"]
+    Staging(redis_client, ns).save_plan({"relations": relations, "batches": [["a/b"] * 40] * 3})
+    assert estimate_cost(["a/b"] * 40, relations) == {"core": 40, "graphql": 9}
+    # the plan's token check learns each token's account first (GET /user: 1 core unit, once)
+    from github_collector.hook import GitHubHook
+
+    GitHubHook().check_tokens(quota=QuotaStore(redis_client, prefix=key_prefix))
+    store = QuotaStore(redis_client, prefix=key_prefix)
+    fp = fingerprint(token)
+    reset = store.state(fp, "core").reset
+    # 3 GraphQL units above the reserve, 3 REST ones: far below the batch's 9 + 40.
+    store.set_state(fp, "core", QuotaState(30, 8, 22, reset))
+    store.set_state(fp, "graphql", QuotaState(30, 8, 22, reset))
+    assert RateLimitSensor(task_id="g", slot=0).poke(_context("run-1", 0)) is True
+    assert RateLimitSensor(task_id="g", slot=1).poke(_context("run-1", 1)) is True  # nothing is held
+    for r in ("core", "graphql"):
+        assert redis_client.hlen(store._k("reservations", r)) == 0
+    # GraphQL at the reserve: a batch not started needs GraphQL first (its repositories' summary),
+    # so it waits for the reset + 1 s although REST units are left.
+    store.set_state(fp, "graphql", QuotaState(30, 5, 25, reset))
     third = RateLimitSensor(task_id="g", slot=2)
     with pytest.raises(TaskDeferred) as deferred:
         third.execute(_context("run-1", 2))
-    store = QuotaStore(redis_client, prefix=key_prefix)
-    reset = store.state(fingerprint(token), "core").reset
     assert deferred.value.method_name == "execute_complete"
-    assert abs(deferred.value.trigger.moment.timestamp() - (reset + 1)) < 1.5
-    # Nothing half-reserved is left behind by the refused batch.
-    assert (
-        redis_client.hget(f"{key_prefix}reservations:core", reservation_id(_context("run-1", 2), 2)) is None
-    )
-    assert store.state(fingerprint(token), "core") == QuotaState(30, 30, 0, reset)  # the sensor spent nothing
-    # Once other slots have claimed every batch, a slot has nothing to wait for: it is skipped.
+    assert deferred.value.trigger.moment.timestamp() == reset + 1
+    # A batch under way goes on with its REST work meanwhile.
     staging = Staging(redis_client, ns)
+    redis_client.hset(staging.key("batch", 0, "state"), "state", zlib.compress(b"{}"))
+    assert RateLimitSensor(task_id="g", slot=0).poke(_context("run-1", 0)) is True
+    # Nothing payable for either: the started batch too waits for the reset.
+    store.set_state(fp, "core", QuotaState(30, 5, 25, reset))
+    assert RateLimitSensor(task_id="g", slot=0).poke(_context("run-1", 0)) is False
+    # the gate spent nothing: the token check's GET /user, then free GET /rate_limit only
+    assert {e["path"] for e in srv.request_log()} <= {"/user", "/rate_limit"}
+    # Once other slots have claimed every batch, a slot has nothing to wait for: it is skipped.
     assert [staging.next_batch(s, 3) for s in (0, 1, 2)] == [0, 1, 2]
     from airflow.providers.common.compat.sdk import AirflowSkipException
 
@@ -171,8 +186,8 @@ def test_the_plans_token_check_takes_each_tokens_lease(
     import threading
     import time
 
-    from github_collector.emulator import TokenConfig
     from github_collector.run_tasks import check_connections
+    from github_emulator import TokenConfig
 
     busy, cooling = "hook-lease-token-busy-1", "hook-lease-token-cooling-2"
     srv = emu_server_factory(
@@ -205,7 +220,11 @@ def test_the_plans_token_check_takes_each_tokens_lease(
     store.release(other)
     check.join(timeout=30)
     assert not check.is_alive()
-    assert [(e["token"], e["path"]) for e in srv.request_log()] == [("busy", "/rate_limit")]
+    # the busy token's account is learnt first (GET /user, once per token), under the same lease
+    assert [(e["token"], e["path"]) for e in srv.request_log()] == [
+        ("busy", "/user"),
+        ("busy", "/rate_limit"),
+    ]
     assert srv.stats()["secondary_limit_hits"] == 0
     assert store.lease_token(fingerprint(busy), max_wait=0) is not None  # released after the check
 
@@ -216,8 +235,8 @@ def test_sensor_sleeps_through_a_short_wait_and_defers_a_long_one(
 ):
     from airflow.providers.common.compat.sdk import TaskDeferred
 
-    from github_collector.emulator import TokenConfig
     from github_collector.quota import QuotaStore
+    from github_emulator import TokenConfig
 
     token = "sensor-test-token-2"
     srv = emu_server_factory(tokens=[TokenConfig(name="s", token=token, core_limit=30, graphql_limit=30)])
@@ -236,21 +255,26 @@ def test_sensor_sleeps_through_a_short_wait_and_defers_a_long_one(
         monkeypatch.setenv(k, v)
     ns = run_namespace(key_prefix, "github_repo_users", "run-2")
     Staging(redis_client, ns).save_plan({"relations": ["contributors"], "batches": [["a/b"] * 10]})
+    from github_collector.hook import GitHubHook
+
+    GitHubHook().check_tokens(quota=QuotaStore(redis_client, prefix=key_prefix))  # as the plan does
     store = QuotaStore(redis_client, prefix=key_prefix)
     fp = fingerprint(token)
+    redis_client.delete(*(store.quota_key(fp, r) for r in ("core", "graphql")))  # the records set below rule
     sleeps: list[float] = []
     monkeypatch.setattr("github_collector.sensors.time.sleep", lambda s: sleeps.append(s))
-    # The core window is dry for 3 more seconds: the gate waits in the task, then reserves.
+    # The GraphQL window (a new batch's first need) is dry for 3 more seconds: the gate waits
+    # in the task, then lets the slot start.
     reset = int(time.time()) + 3
-    store.set_state(fp, "core", QuotaState(30, 0, 30, reset))
-    store.set_state(fp, "graphql", QuotaState(30, 30, 0, reset))
+    store.set_state(fp, "graphql", QuotaState(30, 0, 30, reset))
+    store.set_state(fp, "core", QuotaState(30, 30, 0, reset))
     clock = {"now": time.time()}
     monkeypatch.setattr("github_collector.sensors.time.time", lambda: clock["now"])
     real_poke = RateLimitSensor.poke
 
     def poke_after_reset(self, context):  # the second look comes after the wait
         if sleeps:
-            store.set_state(fp, "core", QuotaState(30, 30, 0, reset + 3600))
+            store.set_state(fp, "graphql", QuotaState(30, 30, 0, reset + 3600))
         return real_poke(self, context)
 
     monkeypatch.setattr(RateLimitSensor, "poke", poke_after_reset)
@@ -258,9 +282,193 @@ def test_sensor_sleeps_through_a_short_wait_and_defers_a_long_one(
     assert len(sleeps) == 1 and 0 < sleeps[0] <= 5
     # A wait beyond max_inline_wait defers instead.
     sleeps.clear()
-    store.release_reservation(reservation_id(_context("run-2", 0), 0))
-    store.set_state(fp, "core", QuotaState(30, 0, 30, reset + 7200))
+    store.set_state(fp, "graphql", QuotaState(30, 0, 30, reset + 7200))
     monkeypatch.setattr(RateLimitSensor, "poke", real_poke)
     with pytest.raises(TaskDeferred):
         RateLimitSensor(task_id="g", slot=0).execute(_context("run-2", 0))
     assert sleeps == []
+
+
+# --- the connection as Airflow's forms save it, and the UI's connection test ------------------
+
+
+@pytest.mark.unit
+def test_extras_saved_empty_by_the_connection_form_count_as_absent():
+    """Airflow 3's form saves every untouched extra field as null (Airflow 2's as ''): defaults apply."""
+    saved = {
+        "tokens": None,
+        "reserve": None,
+        "timeout": "",
+        "max_inline_wait": "  ",
+        "rest_per_minute": None,
+        "graphql_per_minute": "",
+        "pace_window": None,
+        "secondary_default_wait": "",
+        "graphql_min_gap": None,
+        "app_id": None,
+        "installation_id": "",
+        "private_key": None,
+    }
+    defaults = parse_settings("https://api.github.com", "tok-a", None)
+    assert parse_settings("https://api.github.com", "tok-a", saved) == defaults
+    assert parse_settings("https://api.github.com", "tok-a", json.dumps(saved)) == defaults
+    assert defaults["reserve"] == 50 and defaults["timeout"] == 30 and defaults["tokens"] == ["tok-a"]
+    # a value that is there still counts, and a bad one is still named
+    filled = parse_settings("https://api.github.com", "tok-a", saved | {"reserve": 7, "timeout": "2.5"})
+    assert filled["reserve"] == 7 and filled["timeout"] == 2.5
+    with pytest.raises(ConfigError, match="'reserve'"):
+        parse_settings("https://api.github.com", "tok-a", saved | {"reserve": "many"})
+
+
+@pytest.mark.unit
+def test_github_app_fields_make_a_connection_without_a_token():
+    pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----"
+    app = {"app_id": "123", "installation_id": "456", "private_key": pem}
+    alone = parse_settings("https://api.github.com", None, app)
+    assert alone["tokens"] == [] and alone["app"].installation_ids == (456,)
+    assert "BEGIN" not in repr(alone["app"])
+    assert parse_settings("https://api.github.com", "tok-a", app)["tokens"] == ["tok-a"]
+    with pytest.raises(ConfigError, match="'private_key'") as err:
+        parse_settings("https://api.github.com", None, {"app_id": "123", "private_key": "BEGIN-nope"})
+    assert "nope" not in str(err.value)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("conn", "base", "graphql"),
+    [
+        (
+            {"conn_type": "github", "password": "tok-gh"},
+            "https://api.github.com",
+            "https://api.github.com/graphql",
+        ),
+        (
+            {"conn_type": "github", "password": "tok-gh", "host": "https://ghe.example.com/api/v3"},
+            "https://ghe.example.com/api/v3",
+            "https://ghe.example.com/api/graphql",
+        ),
+        ("github://:tok-gh@", "https://api.github.com", "https://api.github.com/graphql"),
+    ],
+)
+def test_a_connection_of_the_official_github_providers_type_works(monkeypatch, conn, base, graphql):
+    """conn_type github, as apache-airflow-providers-github defines it: the token in the password,
+    an optional GitHub Enterprise API URL in the host."""
+    monkeypatch.setenv("AIRFLOW_CONN_OFFICIAL_GITHUB", json.dumps(conn) if isinstance(conn, dict) else conn)
+    settings = GitHubHook("official_github").settings
+    assert settings["base_url"] == base and settings["tokens"] == ["tok-gh"]
+    assert derive_graphql_url(settings["base_url"]) == graphql
+
+
+def _forbid_sleep(monkeypatch) -> None:
+    def refuse(seconds: float) -> None:
+        raise AssertionError(f"the connection test slept {seconds} s")
+
+    monkeypatch.setattr("github_collector.hook.time.sleep", refuse)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("conn_type", ["github_repo_users", "github"])
+def test_connection_test_names_each_token_by_fingerprint_with_what_it_has_left(
+    emu_server_factory, monkeypatch, conn_type
+):
+    from github_emulator import TokenConfig
+
+    good, other, revoked = "conn-test-good-7d1e", "conn-test-other-52ab", "conn-test-revoked-c90f"
+    srv = emu_server_factory(
+        tokens=[
+            TokenConfig(name="good", token=good, core_limit=900, graphql_limit=800),
+            TokenConfig(name="other", token=other),
+            TokenConfig(name="revoked", token=revoked, valid=False),
+        ]
+    )
+    _forbid_sleep(monkeypatch)
+    conn = {
+        "conn_type": conn_type,
+        "host": srv.url,
+        "password": good,
+        "extra": {"tokens": f"{other},{revoked}"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_CONN_TEST", json.dumps(conn))
+    ok, message = GitHubHook("conn_test").test_connection()
+    assert ok is False  # one token does not work
+    assert "2 of 3 token(s) work" in message
+    assert f"token {fingerprint(good)} (" in message and "core 900 left, graphql 800 left" in message
+    assert f"token {fingerprint(revoked)}: rejected (401 Bad credentials)" in message
+    for token in (good, other, revoked):
+        assert token not in message
+    # one attempt per token: GET /rate_limit for each, GET /user for those that work
+    asked = sorted((e["token"], e["path"]) for e in srv.request_log())
+    assert asked == sorted(
+        [
+            ("good", "/rate_limit"),
+            ("good", "/user"),
+            ("other", "/rate_limit"),
+            ("other", "/user"),
+            ("revoked", "/rate_limit"),
+        ]
+    )
+    conn["extra"] = {"tokens": [other]}
+    monkeypatch.setenv("AIRFLOW_CONN_CONN_TEST", json.dumps(conn))
+    ok, message = GitHubHook("conn_test").test_connection()
+    assert ok is True and "2 of 2 token(s) work" in message
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("faults", "said"),
+    [
+        ({"fault_502_rate": 1.0}, "GET /rate_limit answered HTTP 502"),
+        ({"fault_slow_rate": 1.0, "fault_slow_seconds": 5.0}, "no answer (ReadTimeout)"),
+    ],
+)
+def test_connection_test_makes_one_short_attempt_and_never_sleeps(
+    emu_server_factory, monkeypatch, faults, said
+):
+    from github_emulator import TokenConfig
+
+    token = "conn-test-flaky-3e8a"
+    srv = emu_server_factory(tokens=[TokenConfig(name="flaky", token=token)], fault_seed=5, **faults)
+    _forbid_sleep(monkeypatch)
+    monkeypatch.setattr("github_collector.hook.PROBE_TIMEOUT", (1.0, 0.3))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CONN_TEST",
+        json.dumps({"conn_type": "github_repo_users", "host": srv.url, "password": token}),
+    )
+    ok, message = GitHubHook("conn_test").test_connection()
+    assert ok is False
+    assert f"token {fingerprint(token)}: {said}" in message
+    assert [e["path"] for e in srv.request_log()] == ["/rate_limit"]
+
+
+@pytest.mark.unit
+def test_the_gates_timeout_spans_its_own_deferrals(monkeypatch):
+    """Each resume is a new execution: the timeout counts from the first look, carried in the
+    deferral's kwargs, and a wait past its end resumes at that end to time out."""
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    from github_collector.sensors import AirflowSensorTimeout
+
+    def dry(self, context):  # no token can pay for an hour
+        self._next_check = time.time() + 3600
+        return False
+
+    monkeypatch.setattr(RateLimitSensor, "poke", dry)
+    sensor = RateLimitSensor(task_id="g", slot=0, timeout=600)
+    before = time.time()
+    with pytest.raises(TaskDeferred) as first:
+        sensor.execute(_context("run-t", 0))
+    started = first.value.kwargs["started"]
+    assert before <= started <= time.time()
+    # not the reset an hour away (1 ms: the moment is kept in microseconds)
+    assert first.value.trigger.moment.timestamp() <= started + 600 + 1e-3
+    # resumed with the kwargs, still within the timeout: defers again with the same start
+    with pytest.raises(TaskDeferred) as again:
+        RateLimitSensor(task_id="g", slot=0, timeout=600).execute_complete(
+            _context("run-t", 0), None, started
+        )
+    assert again.value.kwargs["started"] == started
+    # resumed after the timeout's end: fails instead of deferring once more
+    with pytest.raises(AirflowSensorTimeout):
+        RateLimitSensor(task_id="g", slot=0, timeout=600).execute_complete(
+            _context("run-t", 0), None, started=time.time() - 601
+        )

@@ -49,7 +49,8 @@ def conn(pg_dsn, request):
         c.rollback()
         with c.cursor() as cur:
             cur.execute(
-                "TRUNCATE github_repo_user, github_user, github_repository, github_repo_request, github_collect_run"
+                "TRUNCATE github_repo_user_relation, github_user, github_repository, github_repo_request,"
+                " github_collect_run, github_dead_letter"
             )
         c.commit()
     finally:
@@ -158,6 +159,23 @@ def test_fresh_profiles(conn):
     assert loader.fresh_profiles(conn, [1, 2, 3, 4], max_age_hours=24 * 365 * 10) == {2}
 
 
+def test_a_gone_account_is_marked_kept_by_list_items_and_cleared_by_a_profile(conn):
+    from github_collector.records import user_from_identity
+
+    item = user(5, "eve", profile_complete=False, email_known=False, name=None)
+    gone = user_from_identity({"databaseId": 5, "node_id": "U_5", "login": "eve", "type": "User"}, gone=True)
+    loader.apply_chunk(conn, "users", [item, gone], T0)
+    assert rows(conn, "SELECT login, gone_at IS NOT NULL, profile_fetched_at FROM github_user") == [
+        ("eve", True, None)
+    ]
+    # Gone accounts are not asked for again, however old their record.
+    assert loader.fresh_profiles(conn, [5], max_age_hours=0.001) == {5}
+    loader.apply_chunk(conn, "users", [item], T1)  # still listed: still gone
+    assert rows(conn, "SELECT gone_at IS NOT NULL FROM github_user") == [(True,)]
+    loader.apply_chunk(conn, "users", [user(5, "eve", name="Eve")], T1)  # served again
+    assert rows(conn, "SELECT name, gone_at FROM github_user") == [("Eve", None)]
+
+
 def test_chunk_is_atomic(conn):
     loader.apply_chunk(conn, "repos", [repo(1, "o/r")], T0)
     bad_link = [{"repo_id": 1, "user_id": 999, "relation": "contributor"}]  # no such user
@@ -172,13 +190,15 @@ def test_previous_state_and_run_record_read_back(conn):
     state = {"forkers": {"count": 3, "complete": True}}
     loader.apply_chunk(conn, "repos", [repo(1, "o/r") | {"relation_state": state}], T0)
     # the relation state, which incremental runs trust, is only written by the commit's last pass
-    assert loader.previous_state(conn, ["o/r"]) == {"o/r": {"status": "ok", "relation_state": {}}}
+    assert loader.previous_state(conn, ["o/r"]) == {
+        "o/r": {"status": "ok", "repo_id": 1, "relation_state": {}}
+    }
     loader.apply_chunk(conn, "repo_state", [repo(1, "o/r") | {"relation_state": state}], T0)
     gone = repo(None, "o/missing", status="not_found")
     loader.apply_chunk(conn, "repos", [gone], T0)
     assert loader.previous_state(conn, ["o/r", "o/missing", "o/other"]) == {
-        "o/r": {"status": "ok", "relation_state": state},
-        "o/missing": {"status": "not_found", "relation_state": {}},
+        "o/r": {"status": "ok", "repo_id": 1, "relation_state": state},
+        "o/missing": {"status": "not_found", "repo_id": None, "relation_state": {}},
     }
     import datetime as dt
 
@@ -369,10 +389,10 @@ LOCK_ORDER = {
     "users": ("github_user", "user_id", lambda i: user(i, f"u{i}"), (50,)),
     "repos": ("github_repository", "repo_id", lambda i: repo(i, f"o/r{i}"), (30,)),
     "links": (
-        "github_repo_user",
-        "repo_id, user_id",
+        "github_repo_user_relation",
+        "repo_id, user_id, relation",
         lambda i: {"repo_id": 1 + i % 2, "user_id": i, "relation": "watcher"},
-        (2, 41),
+        (2, 41, "watcher"),
     ),
 }
 
@@ -406,3 +426,50 @@ def test_upserts_lock_rows_in_key_order(conn, pg_dsn, kind):
     finally:
         for c in (holder, writer_conn, prober):
             c.close()
+
+
+# -- records Postgres refuses go to the dead-letter table; the rest of the chunk commits -------
+REFUSED = {  # user_id: (what the staged record holds, the SQLSTATE Postgres answers)
+    7: ({"name": "a\u0000b"}, "22P05"),  # NUL: no text or jsonb holds it
+    19: ({"bio": "\ud800"}, "22P02"),  # a lone surrogate: jsonb refuses it
+    33: ({"created_at": "294277-01-01T00:00:00Z"}, "22008"),  # past timestamptz's range
+}
+
+
+def test_refused_records_are_dead_lettered_and_the_rest_of_the_chunk_commits(conn):
+    values = loader.encode_docs(user(uid, f"u{uid}", **REFUSED.get(uid, ({}, ""))[0]) for uid in range(1, 41))
+    fields = [str(uid).encode() for uid in range(1, 41)]
+    writer = loader.ChunkWriter(conn, run_key="run-a")
+    assert writer.apply("users", values, T0, fields) == len(REFUSED)
+    assert writer.splits > 0
+    assert rows(conn, "SELECT user_id FROM github_user ORDER BY 1") == [
+        (uid,) for uid in range(1, 41) if uid not in REFUSED
+    ]
+    dead = "SELECT field, payload, sqlstate, error, commit_time = %s FROM github_dead_letter WHERE kind = 'users'"
+    got = {f: (bytes(p), code, err, same) for f, p, code, err, same in rows(conn, dead, T0)}
+    assert {int(f): code for f, (_, code, _, _) in got.items()} == {u: c for u, (_, c) in REFUSED.items()}
+    for f, (payload, _, err, same) in got.items():
+        assert payload == values[int(f) - 1] and err and same  # the staged bytes, as they were
+    # A retried commit applies the same chunk again: nothing is added twice.
+    assert writer.apply("users", values, T0, fields) == len(REFUSED)
+    assert rows(conn, "SELECT count(*) FROM github_dead_letter") == [(len(REFUSED),)]
+    assert loader.dead_letter_count(conn, "run-a", T0) == len(REFUSED)
+
+    # Links to a refused user break the foreign key: they are dead-lettered too, the others commit.
+    loader.apply_chunk(conn, "repos", [repo(1, "o/r")], T0)
+    links = [{"repo_id": 1, "user_id": uid, "relation": "stargazer"} for uid in (6, 7, 8)]
+    got = writer.apply(
+        "links", loader.encode_docs(links), T0, [f"1:{u}:stargazer".encode() for u in (6, 7, 8)]
+    )
+    assert got == 1
+    assert rows(conn, "SELECT user_id FROM github_repo_user ORDER BY 1") == [(6,), (8,)]
+    assert rows(conn, "SELECT field, sqlstate FROM github_dead_letter WHERE kind = 'links'") == [
+        ("1:7:stargazer", "23503")
+    ]
+
+
+def test_without_a_run_a_refused_chunk_still_fails_whole(conn):
+    values = loader.encode_docs([user(1, "a"), user(7, "b", name="a\u0000b")])
+    with pytest.raises(errors_of(conn).UntranslatableCharacter):
+        loader.ChunkWriter(conn).apply("users", values, T0, [b"1", b"7"])
+    assert rows(conn, "SELECT count(*) FROM github_user") == [(0,)]

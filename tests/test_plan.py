@@ -5,8 +5,11 @@ import json
 import pytest
 
 from github_collector.plan import (
+    BATCH_MAX,
+    BATCH_MIN,
     MAX_REPOS,
     InvalidInput,
+    RepositoriesFileError,
     build_plan,
     default_repositories,
     normalise_repo,
@@ -98,11 +101,13 @@ def test_schema_pattern_agrees_with_python_rules():
             normalise_repo(bad)
 
 
-def test_default_repositories_reads_include_file(tmp_path):
-    f = tmp_path / "repos.json"
-    f.write_text(json.dumps({"repositories": ["x/y", "z/w"]}))
-    assert default_repositories(f) == ["x/y", "z/w"]
-    assert default_repositories(tmp_path / "missing.json")  # falls back, never empty
+def test_default_repositories_come_from_the_package():
+    """The list ships inside the package (importlib.resources), as a wheel installs it."""
+    from importlib import resources
+
+    packaged = json.loads((resources.files("github_collector") / "repositories.json").read_text())
+    assert default_repositories() == packaged["repositories"]
+    assert len(default_repositories()) >= 1
 
 
 def test_default_repositories_file_can_be_pointed_elsewhere(tmp_path, monkeypatch):
@@ -110,3 +115,69 @@ def test_default_repositories_file_can_be_pointed_elsewhere(tmp_path, monkeypatc
     f.write_text(json.dumps(["emu/one"]))
     monkeypatch.setenv("GITHUB_REPO_USERS_REPOS_FILE", str(f))
     assert default_repositories() == ["emu/one"]
+    f.write_text(json.dumps({"repositories": ["x/y", " z/w "]}))
+    assert default_repositories() == ["x/y", "z/w"]
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (None, "cannot be read"),
+        ("{not json", "is not valid JSON"),
+        ("[]", "non-empty JSON list"),
+        ('{"repos": ["a/b"]}', "non-empty JSON list"),
+        ('"apache/airflow"', "non-empty JSON list"),
+        ('["apache/airflow", "not a repo"]', "'not a repo'"),
+        ('["apache/airflow", 42]', "42"),
+    ],
+)
+def test_a_missing_or_malformed_list_is_an_error_naming_the_file(tmp_path, monkeypatch, content, said):
+    f = tmp_path / "repos.json"
+    if content is not None:
+        f.write_text(content)
+    monkeypatch.setenv("GITHUB_REPO_USERS_REPOS_FILE", str(f))
+    with pytest.raises(RepositoriesFileError) as err:
+        default_repositories()
+    assert str(f) in str(err.value) and "GITHUB_REPO_USERS_REPOS_FILE" in str(err.value)
+    assert said in str(err.value)
+
+
+def test_params_schema_carries_a_title_and_description_stating_each_rule():
+    schema = params_schema()
+    for name, spec in schema.items():
+        assert spec["title"] and len(spec["description"]) > 40, name
+    assert f"{BATCH_MIN} to {BATCH_MAX}" in schema["batch_size"]["title"]
+    assert f"from {BATCH_MIN} to {BATCH_MAX}" in schema["batch_size"]["description"]
+    assert f"{MAX_REPOS:,} repositories" in schema["repositories"]["description"]
+    for relation in schema["relations"]["items"]["enum"]:
+        assert relation in schema["relations"]["description"]
+
+
+@pytest.mark.parametrize(("value", "ok"), [(0, False), (1, True), (50, True), (500, True), (501, False)])
+def test_batch_size_bounds_are_checked_but_not_given_to_the_number_input(value, ok):
+    """Airflow 3's number input clamps a typed value into a top-level minimum/maximum on blur
+    (0 silently became 1); under allOf the bounds are still validated when the run is triggered."""
+    import jsonschema
+
+    schema = params_schema()["batch_size"]
+    assert "minimum" not in schema and "maximum" not in schema
+    if ok:
+        jsonschema.validate(value, schema)
+    else:
+        with pytest.raises(jsonschema.ValidationError) as err:
+            jsonschema.validate(value, schema)
+        assert err.value.message.startswith(f"{value} is ")
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [(-1, False), (0, True), (200, True), (100_000, True), (100_001, False), ("5", False), (True, False)],
+)
+def test_max_author_pages_is_checked_before_anything_else(value, ok):
+    from github_collector.plan import InvalidInput
+
+    if ok:
+        assert build_plan(["a/b"], ["issue_authors"], 10, False, value)["max_author_pages"] == value
+    else:
+        with pytest.raises(InvalidInput, match="max_author_pages"):
+            build_plan(["a/b"], ["issue_authors"], 10, False, value)

@@ -65,7 +65,8 @@ def test_lease_keeps_reserve_and_reports_earliest_reset(store):
     store.set_state("b", "core", QuotaState(5000, 5, 4995, int(now) + 20))
     with pytest.raises(QuotaExhausted) as err:
         store.lease(["a", "b"], "core", now=now)
-    assert err.value.reset_at == int(now) + 20
+    # reset + 1 s: reset headers are whole seconds, so nobody sends before the window turned
+    assert err.value.reset_at == int(now) + 20 + store.reset_pad
     # After b's window resets it is full again.
     lease = store.lease(["a", "b"], "core", now=now + 21)
     assert lease.fingerprint == "b"
@@ -208,7 +209,7 @@ def test_a_killed_workers_lease_is_freed_on_this_host_only(store, redis_client, 
     assert mine is not None
     assert store.reap_dead_leases(["a"]) == []  # a live process's lease stays
     store.release(mine)
-    redis_client.set(key_prefix + "lease:a", "another-host:1:x")
+    redis_client.set(store._k("lease", "a"), "another-host:1:x")
     assert store.reap_dead_leases(["a"]) == []  # other hosts wait for the TTL
     # A container sharing this host name (network_mode: host) has its own pids: a pid that
     # does not exist here may be alive there, so its lease waits for the TTL too.
@@ -216,11 +217,11 @@ def test_a_killed_workers_lease_is_freed_on_this_host_only(store, redis_client, 
 
     dead_pid = 2**22 + 1  # above Linux's pid_max: no such process here
     for other_container in (socket.gethostname(), f"{socket.gethostname()}@1"):
-        redis_client.set(key_prefix + "lease:a", f"{other_container}:{dead_pid}:x")
+        redis_client.set(store._k("lease", "a"), f"{other_container}:{dead_pid}:x")
         assert store.reap_dead_leases(["a"]) == [], other_container
     from github_collector.quota import _HOST
 
-    redis_client.set(key_prefix + "lease:a", f"{_HOST}:{dead_pid}:x")
+    redis_client.set(store._k("lease", "a"), f"{_HOST}:{dead_pid}:x")
     assert store.reap_dead_leases(["a"]) == ["a"]  # the same namespace's dead pid is freed
 
 

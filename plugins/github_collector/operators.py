@@ -10,32 +10,70 @@ finishes the batch it had claimed.
 from __future__ import annotations
 
 import datetime as dt
-import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException, BaseOperator
 
-from github_collector import settings
-from github_collector.collector import Collector, Step, new_batch_state
-from github_collector.errors import ConfigError, NoUsableToken, QuotaExhausted
+from github_collector import metrics, progress, settings
+from github_collector.collector import Collector, Step, batch_state
+from github_collector.errors import (
+    ConfigError,
+    ForeignHost,
+    GraphQLQueryError,
+    NoUsableToken,
+    QuotaExhausted,
+)
 from github_collector.hook import GitHubHook
 from github_collector.staging import LOST_MESSAGE, Staging, StagingLost, run_namespace
 
+# A progress line at most this often (and after any page read slower than that): a page
+# every few milliseconds would flood the log, a line only every minute would tell too little.
+PROGRESS_EVERY_S = 5.0
+# Batches a slot may hold beyond the one it works on, claimed to read their REST lists while
+# GraphQL is spent (it finishes them later, in order): enough to keep REST going through a
+# GraphQL wait, few enough that one slot does not take the run's tail from the others.
+READ_AHEAD_BATCHES = 3
+MAX_INLINE_WAITS = 20  # quota waits slept through for one batch before deferring anyway
+
 
 class _StagingSink:
-    def __init__(self, staging: Staging, crash_after: int | None) -> None:
+    """Where the collector's steps go: the current batch's staging, one atomic write per step.
+
+    After each write it sends the step's metrics and, at most every ``PROGRESS_EVERY_S``, hands
+    the state to ``report`` for a progress line."""
+
+    def __init__(
+        self,
+        staging: Staging,
+        report: Callable[[dict, bool], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.staging = staging
         self.batch = -1
-        self.crash_after = crash_after
-        self.steps = 0
+        self.report = report
+        self.clock = clock
+        self.pages = 0  # this process, this batch: the rate the ETA is worked out from
+        self.users = 0
+        self.started = clock()
+        self._last = self.started
+
+    def start_batch(self, batch: int) -> None:
+        self.batch = batch
+        self.pages = 0
+        self.started = self._last = self.clock()
 
     def write(self, step: Step) -> None:
         self.staging.write_step(self.batch, step)
-        self.steps += 1
-        if self.crash_after is not None and self.steps >= self.crash_after:
-            # Fault injection for the crash tests: die like a killed worker, after a stored step.
-            os._exit(137)
+        self.pages += step.pages
+        self.users += len(step.users)
+        metrics.incr("pages_staged", step.pages)
+        metrics.incr("users_staged", len(step.users))
+        now = self.clock()
+        if self.report is not None and now - self._last >= PROGRESS_EVERY_S:
+            self._last = now
+            self.report(step.state, False)
 
 
 def slot_label(slot: int, batches: list[int], plan: dict) -> str:
@@ -45,6 +83,21 @@ def slot_label(slot: int, batches: list[int], plan: dict) -> str:
     repos = sum(len(plan["batches"][i]) for i in batches)
     first = plan["batches"][batches[0]][0]
     return f"slot {slot}: {first} … ({len(batches)} batch(es), {repos} repos)"
+
+
+def slot_sentence(summary: dict, users: int) -> str:
+    """The slot's summary as a sentence a person reads at the end of the log."""
+    batches = summary["batches"]
+    rejected = summary["rejected_tokens"]
+    return (
+        f"Slot {summary['slot']} done: {len(batches)} batch(es) ({', '.join(map(str, batches)) or 'none'}), "
+        f"{len(summary['finished_now'])} finished in this attempt; {users:,} user record(s) staged; "
+        f"{summary['requests']:,} request(s) to GitHub spending {summary['core_spent']:,} REST unit(s) "
+        f"and {summary['graphql_spent']:,} GraphQL point(s); {summary['not_modified']:,} list(s) "
+        f"unchanged (304, free); {summary['secondary_hits']:,} secondary-limit hit(s)"
+        + (f"; rejected token(s) (fingerprints): {', '.join(rejected)}" if rejected else "")
+        + "."
+    )
 
 
 class FetchBatchOperator(BaseOperator):
@@ -71,8 +124,9 @@ class FetchBatchOperator(BaseOperator):
     def execute(self, context: Any, event: Any = None) -> dict:
         try:
             return self._execute(context)
-        except (StagingLost, ConfigError, NoUsableToken) as exc:
-            # Retrying cannot bring lost staging back or fix a connection: fail now, saying why.
+        except (StagingLost, ConfigError, NoUsableToken, GraphQLQueryError, ForeignHost) as exc:
+            # Retrying cannot bring lost staging back, fix a connection, a query GitHub refuses
+            # as invalid, or a redirect off the API host: fail now, saying why.
             raise AirflowFailException(str(exc)) from None
         finally:
             if getattr(self, "_pg_conn", None) is not None:
@@ -94,19 +148,21 @@ class FetchBatchOperator(BaseOperator):
             raise StagingLost(LOST_MESSAGE)
         staging.check_intact()
         n_batches = len(plan["batches"])
-        crash_after = os.environ.get("GITHUB_REPO_USERS_CRASH_AFTER_STEPS")
-        sink = _StagingSink(staging, int(crash_after) if crash_after and ti.try_number <= 1 else None)
-        client = hook.get_conn()
+        client = hook.get_conn(repos=plan.get("repositories"))
+        store = hook.get_quota_store()
+        counters = metrics.ClientCounters()
+
+        def report(state: dict, final: bool) -> None:
+            counters.flush(client.stats)
+            self._report(slot, sink, state, client.fingerprints, store, hook.settings["reserve"], final)
+
+        sink = _StagingSink(staging, report)
         # One collector for the whole slot: users profiled in one batch are not asked for again.
-        collector = Collector(client, sink, profile_is_fresh=self._fresh_profiles(plan))
+        collector = Collector(client, sink, profile_is_fresh=self._fresh_profiles(plan), wait_inline=False)
         finished: list[int] = []
         while (index := staging.next_batch(slot, n_batches)) is not None:
             batch = plan["batches"][index]
-            state = staging.load_state(index)
-            resumed = state is not None
-            if state is None:
-                previous = {} if plan.get("full_refresh") else self._previous(batch)
-                state = new_batch_state(batch, plan["relations"], previous, plan.get("full_refresh", False))
+            state, resumed = self._state(staging, plan, index)
             self.log.info(
                 "slot %s, batch %s: %d repositories, %s",
                 slot,
@@ -114,21 +170,39 @@ class FetchBatchOperator(BaseOperator):
                 len(batch),
                 "resuming from checkpoint" if resumed else "starting",
             )
-            sink.batch = index
-            try:
-                collector.run(state)
-            except QuotaExhausted as exc:
-                moment = dt.datetime.fromtimestamp(exc.reset_at + 1, tz=dt.UTC)
-                self.log.warning("%s; checkpoint stored, deferring until %s", exc, moment.isoformat())
-                from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+            sink.start_batch(index)
+            for waits in range(MAX_INLINE_WAITS + 1):
+                try:
+                    collector.run(state)
+                    break
+                except QuotaExhausted as exc:
+                    self._read_ahead(staging, plan, slot, index, collector, sink)
+                    sink.start_batch(index)
+                    # reset_at already holds GitHub's wait with its +1 s pad (the quota store's)
+                    wait = exc.reset_at - time.time()
+                    if wait <= client.max_inline_wait and waits < MAX_INLINE_WAITS:
+                        # A short wait costs less here than a task exit, a trigger and a resume.
+                        time.sleep(max(wait, 0) + 0.005)
+                        continue
+                    report(state, True)
+                    moment = dt.datetime.fromtimestamp(exc.reset_at, tz=dt.UTC)
+                    self.log.warning("%s; checkpoint stored, deferring until %s", exc, moment.isoformat())
+                    metrics.incr("deferrals")
+                    from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
-                self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute")
+                    self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute")
             staging.set_outcome(index, "done")
             finished.append(index)
-        store = hook.get_quota_store()
+            report(state, True)
         store.release_reservation(reservation)
+        counters.flush(client.stats)
         mine = sorted(b for b, s in staging.claims().items() if s == slot)
         context["slot_label"] = slot_label(slot, mine, plan)
+        if not mine:
+            # Other slots took every batch before this one started: nothing of the run is here.
+            raise AirflowSkipException(
+                f"slot {slot}: no batch left to claim, every batch is taken by other slots"
+            )
         stats = client.stats
         summary = {
             "slot": slot,
@@ -142,8 +216,77 @@ class FetchBatchOperator(BaseOperator):
             # every token the pool holds as rejected, whichever task or worker met the 401
             "rejected_tokens": sorted(fp for fp in client.fingerprints if store.is_rejected(fp)),
         }
-        self.log.info("slot %s done: %s", slot, summary)
+        self.log.info("%s", slot_sentence(summary, sink.users))
         return summary
+
+    def _state(self, staging: Staging, plan: dict, index: int) -> tuple[dict, bool]:
+        """A batch's checkpoint, or its starting state; and whether it was resumed."""
+        state = staging.load_state(index)
+        if state is not None:
+            return state, True
+        previous = {} if plan.get("full_refresh") else self._previous(plan["batches"][index])
+        return batch_state(plan, index, previous), False
+
+    def _read_ahead(
+        self, staging: Staging, plan: dict, slot: int, current: int, collector: Collector, sink: _StagingSink
+    ) -> None:
+        """While this batch waits for quota, spend the REST budget it has no work for on the REST
+        lists (contributors) of the slot's next batches, claimed now if need be.
+
+        REST and GraphQL are separate budgets, and a batch's REST work is small: left to each
+        batch, REST windows would close part unspent whenever GraphQL is dry. Each batch is
+        checkpointed as usual, and finished by this slot after the current one.
+        """
+        client = collector.client
+        read: set[int] = {current}
+        while not client.quota.ready_at(client.fingerprints, "core"):
+            held = [b for b in staging.held(slot) if b not in read]
+            if held:
+                index: int | None = held[0]
+            elif len(staging.held(slot)) <= READ_AHEAD_BATCHES:
+                index = staging.claim(slot, len(plan["batches"]))
+            else:
+                index = None
+            if index is None:
+                return
+            read.add(index)
+            state, _ = self._state(staging, plan, index)
+            sink.start_batch(index)
+            try:
+                collector.run(state, only="core")
+            except QuotaExhausted:
+                return
+            self.log.info(
+                "slot %s: REST lists of batch %s read ahead while batch %s waits", slot, index, current
+            )
+
+    def _report(
+        self,
+        slot: int,
+        sink: _StagingSink,
+        state: dict,
+        fps: list[str],
+        store: Any,
+        reserve: int,
+        final: bool,
+    ) -> None:
+        """One progress line: where the batch is, users staged, quota per account, and an ETA."""
+        snapshot = store.snapshot(fps)
+        accounts = store.accounts(fps)
+        metrics.quota_gauges(snapshot, accounts)
+        line = progress.progress_line(
+            slot=slot,
+            batch=sink.batch,
+            state=state,
+            pages=sink.pages,
+            users=sink.users,
+            elapsed=sink.clock() - sink.started,
+            quota_by_account={account: snapshot.get(group[0]) or {} for account, group in accounts.items()},
+            reserve=reserve,
+            now=time.time(),
+            final=final,
+        )
+        self.log.info("%s", line)
 
     def _pg(self):
         from airflow.providers.postgres.hooks.postgres import PostgresHook

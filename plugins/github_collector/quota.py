@@ -5,14 +5,30 @@ Every response's ``x-ratelimit-*`` headers land here, per token fingerprint and 
 decision that must not race (apply a newer state, lease a token, reserve a budget) is a
 single Lua script, so it is atomic without locks.
 
-Keys (all under the store's prefix; a token appears only as its fingerprint):
+Quota belongs to the GitHub account, not to the token: several tokens of one user share one
+budget, one concurrency limit and one set of secondary limits. So every record below is kept
+per account (``accounts.py`` finds a token's account once, with GET /user); a token whose
+account is not known is its own account, named by its fingerprint.
 
-- ``quota:{fp}:{resource}``  hash limit/remaining/used/reset
-- ``lease:{fp}``             who is sending a request with this token right now (one at a time)
-- ``freed:{fp}``             pushed to when that lease is freed: wakes a worker waiting for it
-- ``pace:{fp}:{resource}``   the token's requests in the last pace window (secondary limits)
-- ``cooldown:{fp}``          epoch until which a secondary limit told us to keep off this token
-- ``rejected:{fp}``          GitHub answered 401 for this token
+Keys (all under the store's prefix and the hash tag ``{gh-quota}``, so the multi-key scripts
+run on Redis Cluster too; a token appears only as its fingerprint):
+
+- ``account:{fp}``                  the token's account (``-`` = GET /user could not tell)
+- ``quota:{account}:{resource}``    hash limit/remaining/used/reset
+- ``lease:{account}``               who is sending a request for this account right now (one at a time)
+- ``freed:{account}``               pushed to when that lease is freed: wakes a waiting worker
+- ``pace:{account}:{resource}``     the account's requests in the last pace window (secondary limits)
+- ``cooldown:{account}``            epoch until which a secondary limit keeps every token of it idle
+- ``cooldown:*pool*``                 the same for every token: a limit answer to a token whose
+                                     account is not known yet may be any account's
+- ``notbefore:{account}:{resource}`` epoch before which no request of that resource may start
+  (reset + 1 s after a primary limit)
+- ``gap:{account}:graphql``         epoch before which the account's next GraphQL query may not
+  start: GitHub's GraphQL CPU budget (60 s per minute), a pause, not a limit
+- ``streak:{account}``              secondary limit answers in a row (the doubling of the wait)
+- ``unauthorized:{fp}``             GitHub answered 401 once for this token: the next 401 rejects it,
+  any accepted answer clears it
+- ``rejected:{fp}``                 GitHub answered 401 twice in a row for this token (1 h)
 - ``reservations:{resource}`` / ``reservations_exp:{resource}``  budgets held by running batches
 """
 
@@ -31,7 +47,15 @@ from github_collector.errors import ConfigError, NoUsableToken, QuotaExhausted
 
 RESOURCES = ("core", "graphql")
 LEASE_TTL_MS = 45_000  # default: longer than a request may take (connect + read timeout)
-REJECTED_TTL_S = 86_400
+# A token GitHub refused twice in a row rests this long; any later 200 with it (the plan's
+# token check) clears the mark at once.
+REJECTED_TTL_S = 3_600
+ACCOUNT_TTL_S = 30 * 86_400  # a token's account never changes; the TTL only bounds stale keys
+UNKNOWN_ACCOUNT_TTL_S = 86_400  # GET /user could not tell: ask again after a day
+NO_ACCOUNT = "-"
+POOL = "*pool*"  # not a fingerprint nor an account id: the key of a hold on every token
+UNAUTHORIZED_TTL_S = 600  # a first 401 waits this long for a second look before it is forgotten
+HASH_TAG = "{gh-quota}"
 # GitHub's secondary limits: 900 points/min for REST, 2,000 for GraphQL; a GET or a query
 # costs 1. Pacing keeps every token at 80% of them, leaving room for clock skew and for
 # other clients of the same token.
@@ -103,62 +127,65 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return redis.call('HINCRBY'
 return 0
 """
 
-# Lease the usable token with the most remaining quota. KEYS come in five groups of n:
-# quota, lease, cooldown, rejected, pace. Returns {index} on success, {0, 'busy'} when every
-# usable token is leased, {-1, earliest_ready} when none has quota (or per-minute room),
-# {-2} when all rejected, {-3, limit} when no token's whole window can pay the cost above the
-# reserve (a reserve set at or above the token's limit would otherwise wait forever).
-# pace is a sorted set of the token's requests in the last ARGV[9] seconds: GitHub's
-# secondary limits count points per minute, so a token with ARGV[8] of them is not used
-# until the oldest leaves the window (ARGV[8] = 0 turns pacing off).
+# Lease the usable token with the most remaining quota. KEYS come in seven groups of n (one
+# entry per candidate token, keyed by its account): quota, lease, cooldown, rejected (the
+# token's own), pace, notbefore, gap. Tokens of one account share every key but the last-but-two,
+# so an account never has two requests in flight whichever of its tokens is asked.
+# Returns {index} on success, {0, 'busy'} when every usable token is leased, {-1,
+# earliest_ready, spacing} when none may send now (spacing = 1 when only the GraphQL gap
+# holds that token back, a pause of seconds rather than a limit), {-2} when all rejected, {-3, limit} when no token's
+# whole window can pay the cost above the reserve (a reserve set at or above the token's
+# limit would otherwise wait forever).
+# A token is not ready before its account's cool-down (secondary limit), its not-before time
+# for this resource (reset + pad after a primary limit, GraphQL spacing), its pace window
+# (ARGV[8] requests per ARGV[9] s; 0 turns pacing off) and, when its record cannot pay, its
+# window's reset + ARGV[10] (reset headers are whole seconds).
 _LEASE = """
 local n = tonumber(ARGV[6]); local now = tonumber(ARGV[1]); local cost = tonumber(ARGV[2])
 local reserve = tonumber(ARGV[3])
 local best = 0; local best_rem = -1; local busy = 0; local earliest = -1; local alive = 0
 local too_small = 0; local small_limit = -1
 local prefer = tonumber(ARGV[7]); local per_window = tonumber(ARGV[8]); local window = tonumber(ARGV[9])
+local pad = tonumber(ARGV[10]); local spacing = 0
+local hold = tonumber(redis.call('GET', KEYS[7*n + 1]) or '0')
 for i = 1, n do
-  local h0 = redis.call('HGET', KEYS[i], 'limit')
-  if h0 and tonumber(h0) - cost < reserve then
-    too_small = too_small + 1; small_limit = tonumber(h0)
+  local h = redis.call('HMGET', KEYS[i], 'limit', 'remaining', 'reset')
+  if h[1] and tonumber(h[1]) - cost < reserve then
+    too_small = too_small + 1; small_limit = tonumber(h[1])
   elseif redis.call('EXISTS', KEYS[3*n + i]) == 0 then
     alive = alive + 1
-    local cd = tonumber(redis.call('GET', KEYS[2*n + i]) or '0')
-    local paced = -1
+    local ready = tonumber(redis.call('GET', KEYS[2*n + i]) or '0')
+    if hold > ready then ready = hold end
+    local nb = tonumber(redis.call('GET', KEYS[5*n + i]) or '0')
+    if nb > ready then ready = nb end
+    local gap = tonumber(redis.call('GET', KEYS[6*n + i]) or '0')
     if per_window > 0 then
       redis.call('ZREMRANGEBYSCORE', KEYS[4*n + i], '-inf', now - window)
       if redis.call('ZCARD', KEYS[4*n + i]) >= per_window then
         local oldest = redis.call('ZRANGE', KEYS[4*n + i], 0, 0, 'WITHSCORES')
-        paced = tonumber(oldest[2]) + window
+        local paced = tonumber(oldest[2]) + window
+        if paced > ready then ready = paced end
       end
     end
-    if cd > now or paced > now then
-      local ready = cd
-      if paced > ready then ready = paced end
-      if earliest < 0 or ready < earliest then earliest = ready end
-    else
-      local h = redis.call('HMGET', KEYS[i], 'limit', 'remaining', 'reset')
-      local rem = cost + reserve
-      local ok = true
-      if h[1] then
-        local reset = tonumber(h[3])
-        if reset <= now then rem = tonumber(h[1]) else rem = tonumber(h[2]) end
-        if rem - cost < reserve then
-          ok = false
-          local ready = reset
-          if ready <= now then ready = now end
-          if earliest < 0 or ready < earliest then earliest = ready end
-        end
+    local rem = cost + reserve
+    if h[1] then
+      local reset = tonumber(h[3])
+      if reset + pad <= now then rem = tonumber(h[1]) else rem = tonumber(h[2]) end
+      if rem - cost < reserve and reset + pad > ready then ready = reset + pad end
+    end
+    local hard = ready
+    if gap > ready then ready = gap end
+    if ready > now then
+      if earliest < 0 or ready < earliest then
+        earliest = ready
+        if hard <= now then spacing = 1 else spacing = 0 end
       end
-      if ok then
-        if redis.call('EXISTS', KEYS[n + i]) == 1 then
-          busy = 1
-        elseif i == prefer then
-          best = i; best_rem = 1e18
-        elseif rem > best_rem then
-          best = i; best_rem = rem
-        end
-      end
+    elseif redis.call('EXISTS', KEYS[n + i]) == 1 then
+      busy = 1
+    elseif i == prefer then
+      best = i; best_rem = 1e18
+    elseif rem > best_rem then
+      best = i; best_rem = rem
     end
   end
 end
@@ -173,7 +200,7 @@ end
 if alive == 0 and too_small > 0 then return {-3, tostring(small_limit)} end
 if alive == 0 then return {-2} end
 if busy == 1 then return {0, 'busy'} end
-return {-1, tostring(earliest)}
+return {-1, tostring(earliest), spacing}
 """
 
 # Freeing a lease also pushes to the token's ``freed`` list, which wakes one worker blocked
@@ -194,16 +221,28 @@ return 0
 )
 
 # After a request, in one step: apply its rate-limit headers (ARGV[1] = '1' when it had
-# them), set a cool-down if asked (ARGV[6] > 0, for ARGV[7] s), then free the token's lease if
-# ARGV[8] still holds it. KEYS: quota record, cooldown, lease, freed. The token's records are
-# current before any other worker can lease it, and the whole thing costs one round trip.
+# them), keep the whole account idle until ARGV[6] (a secondary limit; 0 = no), keep the
+# resource idle until ARGV[8] (primary limit, GraphQL spacing; 0 = no), clear the account's
+# secondary streak unless ARGV[10] = '1' (this answer was a limit), then free the account's
+# lease if ARGV[9] still holds it; ARGV[11] > 0 sets the GraphQL spacing gap; ARGV[12] = '1'
+# (GitHub accepted the token) clears its first-401 mark. KEYS: quota record, cooldown, lease,
+# freed, notbefore, streak, gap, the token's unauthorized mark. The account's records are current before any other worker can lease it, and the
+# whole thing costs one round trip. ARGV[7]: ms the longer of the two marks must live.
 _SETTLE = (
     _APPLY_IF_NEWER
     + _WAKE
     + """
+local function raise_to(key, value, ttl)
+  local cur = tonumber(redis.call('GET', key) or '0')
+  if tonumber(value) > cur then redis.call('SET', key, value, 'PX', ttl) end
+end
 if ARGV[1] == '1' then apply(KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]) end
-if tonumber(ARGV[6]) > 0 then redis.call('SET', KEYS[2], ARGV[6], 'EX', ARGV[7]) end
-if redis.call('GET', KEYS[3]) == ARGV[8] then redis.call('DEL', KEYS[3]); wake(KEYS[4]) end
+if tonumber(ARGV[6]) > 0 then raise_to(KEYS[2], ARGV[6], ARGV[7]) end
+if tonumber(ARGV[8]) > 0 then raise_to(KEYS[5], ARGV[8], ARGV[7]) end
+if tonumber(ARGV[11]) > 0 then raise_to(KEYS[7], ARGV[11], ARGV[7]) end
+if ARGV[10] ~= '1' then redis.call('DEL', KEYS[6]) end
+if ARGV[12] == '1' then redis.call('DEL', KEYS[8]) end
+if redis.call('GET', KEYS[3]) == ARGV[9] then redis.call('DEL', KEYS[3]); wake(KEYS[4]) end
 return 1
 """
 )
@@ -263,6 +302,12 @@ class Lease:
     index: int
     fingerprint: str
     owner: str
+    account: str = ""  # the account whose single request slot this lease holds
+    resource: str = "core"
+
+    @property
+    def acct(self) -> str:
+        return self.account or self.fingerprint
 
 
 @dataclass(frozen=True)
@@ -274,7 +319,11 @@ class Reservation:
 
 
 class QuotaStore:
-    """Shared quota state and token pool for a fixed list of token fingerprints."""
+    """Shared quota state and token pool for a fixed list of token fingerprints.
+
+    Methods take fingerprints; records are read and written under each token's account
+    (``set_account``/``load_accounts``), or under the fingerprint while it is not known.
+    """
 
     def __init__(
         self,
@@ -285,15 +334,20 @@ class QuotaStore:
         per_minute: Mapping[str, int] | None = None,
         pace_window_s: float = 60.0,
         lease_ttl_ms: int = LEASE_TTL_MS,
+        reset_pad: float = 1.0,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.reserve = int(reserve)
-        # Requests allowed per token and resource in any pace window (0 = no pacing).
+        # Requests allowed per account and resource in any pace window (0 = no pacing).
         rates = DEFAULT_PACE if per_minute is None else per_minute
         self.pace_window_s = float(pace_window_s)
         self.per_window = {r: int(rates.get(r, 0) * self.pace_window_s / 60) for r in RESOURCES}
         self.lease_ttl_ms = int(lease_ttl_ms)
+        self.reset_pad = float(reset_pad)
+        self._accounts: dict[str, str] = {}
+        self._missed: dict[str, float] = {}  # fingerprint -> when its account was last not found
+        self._own: set[str] = set()  # GET /user could not tell: the token is its own account
         self._update = redis.register_script(_UPDATE)
         self._lease = redis.register_script(_LEASE)
         self._release = redis.register_script(_RELEASE)
@@ -303,10 +357,75 @@ class QuotaStore:
 
     # -- keys ---------------------------------------------------------------------------
     def _k(self, *parts: str) -> str:
-        return self.prefix + ":".join(parts)
+        return f"{self.prefix}{HASH_TAG}:" + ":".join(parts)
 
     def quota_key(self, fp: str, resource: str) -> str:
-        return self._k("quota", fp, resource)
+        return self._k("quota", self.account_of(fp), resource)
+
+    # -- accounts -------------------------------------------------------------------------
+    def account_of(self, fp: str) -> str:
+        """The account a token's records live under: its own fingerprint until known."""
+        if fp not in self._accounts:
+            self._load_missing([fp])
+        return self._accounts.get(fp, fp)
+
+    def _load_missing(self, fps: Iterable[str]) -> None:
+        """Read the accounts this store has not seen yet (any store instance, any process,
+        must key a token's records alike). A token not resolved yet is looked up again after
+        a few seconds, not on every call."""
+        now = time.monotonic()
+        todo = [fp for fp in fps if fp not in self._accounts and self._missed.get(fp, -1e9) < now - 5]
+        if todo:
+            self.load_accounts(todo)
+
+    def load_accounts(self, fps: Iterable[str]) -> list[str]:
+        """Read the cached accounts of ``fps`` (one round trip); returns those not cached."""
+        fps = list(fps)
+        if not fps:
+            return []
+        values = self.redis.mget([self._k("account", fp) for fp in fps])
+        unknown = []
+        now = time.monotonic()
+        for fp, raw in zip(fps, values, strict=True):
+            if raw is None:
+                unknown.append(fp)
+                self._missed[fp] = now
+                continue
+            value = raw.decode() if isinstance(raw, bytes) else raw
+            if value == NO_ACCOUNT:
+                self._missed[fp] = now + ACCOUNT_TTL_S  # its own account: nothing to look up
+                self._own.add(fp)
+            else:
+                self._accounts[fp] = value
+        return unknown
+
+    def set_account(self, fp: str, account: str | None) -> None:
+        """Cache a token's account (None: GET /user could not tell; the token is its own)."""
+        ttl = ACCOUNT_TTL_S if account else UNKNOWN_ACCOUNT_TTL_S
+        self.redis.set(self._k("account", fp), account or NO_ACCOUNT, ex=ttl)
+        if account:
+            self._accounts[fp] = account
+        else:
+            self._own.add(fp)
+
+    def treat_as_own(self, fp: str) -> None:
+        """This process takes the token as its own account, without caching that in Redis."""
+        self._own.add(fp)
+
+    def is_resolved(self, fp: str) -> bool:
+        """Whether the token's account is known (or known to be the token's own)."""
+        if fp not in self._accounts and fp not in self._own:
+            self._load_missing([fp])
+        return fp in self._accounts or fp in self._own
+
+    def accounts(self, fps: Iterable[str]) -> dict[str, list[str]]:
+        """Account -> its tokens among ``fps``, in order."""
+        groups: dict[str, list[str]] = {}
+        fps = list(fps)
+        self._load_missing(fps)
+        for fp in fps:
+            groups.setdefault(self.account_of(fp), []).append(fp)
+        return groups
 
     # -- records ------------------------------------------------------------------------
     @staticmethod
@@ -336,18 +455,31 @@ class QuotaStore:
         resource: str,
         state: QuotaState | None = None,
         cool_until: float | None = None,
+        *,
+        not_before: float | None = None,
+        gap_until: float | None = None,
+        limited: bool = False,
+        token_ok: bool = False,
     ) -> None:
-        """End a request: apply ``state`` to the token's ``resource`` record (if newer), keep
-        every worker off the token until ``cool_until`` (if given), and release the lease."""
-        fp = lease.fingerprint
+        """End a request: apply ``state`` to the account's ``resource`` record (if newer), keep
+        every token of the account idle until ``cool_until`` and the lease's resource until
+        ``not_before`` (if given, never shortening a longer mark), hold the account's next
+        query of that resource until ``gap_until`` (GraphQL spacing), and release the lease.
+        ``limited``: the answer was a limit, so the account's secondary streak goes on."""
+        acct = lease.acct
         st = state or QuotaState(0, 0, 0, 0)
-        ttl = max(1, int(cool_until - time.time()) + 1) if cool_until else 0
+        latest = max(cool_until or 0, not_before or 0, gap_until or 0)
+        ttl_ms = max(1000, int((latest - time.time() + 1) * 1000)) if latest else 1000
         self._settle(
             keys=[
-                self.quota_key(fp, resource),
-                self._k("cooldown", fp),
-                self._k("lease", fp),
-                self._k("freed", fp),
+                self._k("quota", acct, resource),
+                self._k("cooldown", acct),
+                self._k("lease", acct),
+                self._k("freed", acct),
+                self._k("notbefore", acct, lease.resource),
+                self._k("streak", acct),
+                self._k("gap", acct, lease.resource),
+                self._k("unauthorized", lease.fingerprint),
             ],
             args=[
                 "1" if state else "0",
@@ -356,10 +488,22 @@ class QuotaStore:
                 st.used,
                 st.reset,
                 repr(float(cool_until)) if cool_until else 0,
-                ttl,
+                ttl_ms,
+                repr(float(not_before)) if not_before else 0,
                 lease.owner,
+                "1" if limited else "0",
+                repr(float(gap_until)) if gap_until else 0,
+                "1" if token_ok else "0",
             ],
         )
+
+    def bump_streak(self, lease: Lease) -> int:
+        """Count one more secondary limit answer in a row for the lease's account."""
+        key = self._k("streak", lease.acct)
+        pipe = self.redis.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, 3600)
+        return int(pipe.execute()[0])
 
     def set_state(self, fp: str, resource: str, state: QuotaState) -> bool:
         key = self.quota_key(fp, resource)
@@ -373,57 +517,113 @@ class QuotaStore:
         return QuotaState(g["limit"], g["remaining"], g["used"], g["reset"])
 
     def missing(self, fps: Iterable[str]) -> list[str]:
-        """Fingerprints that have no record yet for some resource (to seed from /rate_limit)."""
-        fps = list(fps)
+        """One token per account that has no record yet for some resource (to seed from
+        /rate_limit: the account's tokens share its records)."""
+        firsts = [group[0] for group in self.accounts(fps).values()]
         pipe = self.redis.pipeline(transaction=False)
-        for fp in fps:
+        for fp in firsts:
             for r in RESOURCES:
                 pipe.exists(self.quota_key(fp, r))
         found = pipe.execute()
-        return [
-            fp for i, fp in enumerate(fps) if not all(found[i * len(RESOURCES) : (i + 1) * len(RESOURCES)])
-        ]
+        n = len(RESOURCES)
+        return [fp for i, fp in enumerate(firsts) if not all(found[i * n : (i + 1) * n])]
 
     def snapshot(self, fps: Iterable[str]) -> dict[str, dict[str, QuotaState | None]]:
         return {fp: {r: self.state(fp, r) for r in RESOURCES} for fp in fps}
 
-    # -- token health -------------------------------------------------------------------
+    # -- token and account health ---------------------------------------------------------
     def mark_rejected(self, fp: str) -> None:
         self.redis.set(self._k("rejected", fp), "1", ex=REJECTED_TTL_S)
 
-    def clear_rejected(self, fp: str) -> None:
-        self.redis.delete(self._k("rejected", fp))
+    def clear_rejected(self, fp: str) -> bool:
+        """GitHub accepted the token (a 200): forget any 401 it had. True if it was rejected."""
+        pipe = self.redis.pipeline()
+        pipe.delete(self._k("rejected", fp))
+        pipe.delete(self._k("unauthorized", fp))
+        return bool(pipe.execute()[0])
+
+    def note_unauthorized(self, fp: str) -> bool:
+        """Count a 401 for a token, whichever worker met it. True when it is the second in a row
+        (no answer accepting the token came between): the token is then marked rejected. A
+        first one only marks it for a second look."""
+        if self.is_rejected(fp):
+            return True  # already settled by another worker: not a new first look
+        if self.redis.set(self._k("unauthorized", fp), "1", nx=True, ex=UNAUTHORIZED_TTL_S):
+            return False
+        self.mark_rejected(fp)
+        self.redis.delete(self._k("unauthorized", fp))
+        return True
 
     def is_rejected(self, fp: str) -> bool:
         return bool(self.redis.exists(self._k("rejected", fp)))
 
     def cool_down(self, fp: str, until: float) -> None:
-        """Keep every worker off a token until ``until`` (secondary limit on that token)."""
+        """Keep every worker off the token's whole account until ``until``."""
         ttl = max(1, int(until - time.time()) + 1)
-        self.redis.set(self._k("cooldown", fp), repr(float(until)), ex=ttl)
+        self.redis.set(self._k("cooldown", self.account_of(fp)), repr(float(until)), ex=ttl)
+
+    def hold_pool(self, until: float) -> None:
+        """Keep every token idle until ``until``: after a limit answer to a token whose
+        account is unknown, which may be the account of any other token."""
+        ttl = max(1, int(until - time.time()) + 1)
+        self.redis.set(self._k("cooldown", POOL), repr(float(until)), ex=ttl)
 
     def cooling_until(self, fp: str) -> float:
-        """Epoch until which a secondary limit keeps every worker off this token (0 if none)."""
-        raw = self.redis.get(self._k("cooldown", fp))
+        """Epoch until which a limit answer keeps every token of this token's account idle."""
+        raw = self.redis.mget([self._k("cooldown", self.account_of(fp)), self._k("cooldown", POOL)])
+        return max(float(v) if v else 0.0 for v in raw)
+
+    def not_before(self, fp: str, resource: str) -> float:
+        raw = self.redis.get(self._k("notbefore", self.account_of(fp), resource))
         return float(raw) if raw else 0.0
+
+    def ready_at(self, fps: Iterable[str], resource: str, cost: int = 1, now: float | None = None) -> float:
+        """When the first account of ``fps`` (tokens not rejected) can pay ``cost`` of ``resource``
+        above the reserve: 0 if one can now, else the earliest epoch (its reset + pad, cool-down or
+        not-before mark). A read, not a hold: the lease enforces the reserve when a request goes out.
+        """
+        now = time.time() if now is None else now
+        groups = self.accounts(fp for fp in fps if not self.is_rejected(fp))
+        if not groups:
+            return 0.0
+        pipe = self.redis.pipeline(transaction=False)
+        for acct in groups:
+            pipe.hmget(self._k("quota", acct, resource), "limit", "remaining", "reset")
+            pipe.get(self._k("cooldown", acct))
+            pipe.get(self._k("notbefore", acct, resource))
+        pipe.get(self._k("cooldown", POOL))
+        raw = pipe.execute()
+        hold = float(raw.pop() or 0)
+        soonest = float("inf")
+        for i in range(0, len(raw), 3):
+            (limit, remaining, reset), cool, nb = raw[i], raw[i + 1], raw[i + 2]
+            ready = max(float(cool or 0), float(nb or 0), hold)
+            if limit is not None:
+                reset_f = float(reset)
+                rem = int(limit) if reset_f + self.reset_pad <= now else int(remaining)
+                if rem - cost < self.reserve:
+                    ready = max(ready, reset_f + self.reset_pad)
+            soonest = min(soonest, ready)
+        return soonest if soonest > now else 0.0
 
     # -- leasing --------------------------------------------------------------------------
     def lease_token(self, fp: str, max_wait: float = 60.0) -> Lease | None:
-        """Lease this one token for a request that costs no quota (GET /rate_limit), waiting
-        while another request holds it. None if the token cools down after a secondary limit,
-        or is still held after ``max_wait`` seconds.
+        """Lease this one token's account for a request that costs no quota (GET /rate_limit,
+        GET /user), waiting while another request holds it. None if the account cools down
+        after a secondary limit, or is still held after ``max_wait`` seconds.
 
         Free requests are requests in flight all the same: without the lease, a process reading
-        a token's /rate_limit would send while another process's request with that token is
-        still open, which breaks GitHub's one-request-at-a-time rule for the token.
+        a token's /rate_limit would send while another process's request for that account is
+        still open, which breaks GitHub's one-request-at-a-time rule.
         """
         owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex}"
+        acct = self.account_of(fp)
         started = next_reap = time.monotonic()
         while True:
             if self.cooling_until(fp) > time.time():
                 return None
-            if self.redis.set(self._k("lease", fp), owner, nx=True, px=self.lease_ttl_ms):
-                return Lease(-1, fp, owner)
+            if self.redis.set(self._k("lease", acct), owner, nx=True, px=self.lease_ttl_ms):
+                return Lease(-1, fp, owner, acct, "core")
             waited = time.monotonic() - started
             if waited >= max_wait:
                 return None
@@ -445,26 +645,35 @@ class QuotaStore:
         ``prefer`` names a token to take if it is usable (the one an ETag belongs to, since
         GitHub's ETags are per token and a 304 is free).
 
-        Raises QuotaExhausted (with the earliest time a token is usable again) when no token
-        can pay ``cost`` above its reserve, and NoUsableToken when every token was rejected.
+        Raises QuotaExhausted (with the earliest time a token may send again) when no token
+        can pay ``cost`` above its reserve or may send yet, and NoUsableToken when every
+        token was rejected.
         """
         now = time.time() if now is None else now
         n = len(fps)
+        self._load_missing(fps)
+        accts = [self.account_of(fp) for fp in fps]
         keys = (
-            [self.quota_key(fp, resource) for fp in fps]
-            + [self._k("lease", fp) for fp in fps]
-            + [self._k("cooldown", fp) for fp in fps]
+            [self._k("quota", a, resource) for a in accts]
+            + [self._k("lease", a) for a in accts]
+            + [self._k("cooldown", a) for a in accts]
             + [self._k("rejected", fp) for fp in fps]
-            + [self._k("pace", fp, resource) for fp in fps]
+            + [self._k("pace", a, resource) for a in accts]
+            + [self._k("notbefore", a, resource) for a in accts]
+            + [self._k("gap", a, resource) for a in accts]
+            + [self._k("cooldown", POOL)]
         )
         # host:pid lets a waiting process on the same host free the lease of a killed one.
         owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex}"
         pref = fps.index(prefer) + 1 if prefer in fps else 0
         args = [now, cost, self.reserve, owner, self.lease_ttl_ms, n, pref]
-        res = self._lease(keys=keys, args=[*args, self.per_window.get(resource, 0), self.pace_window_s])
+        res = self._lease(
+            keys=keys,
+            args=[*args, self.per_window.get(resource, 0), self.pace_window_s, self.reset_pad],
+        )
         code = int(res[0])
         if code > 0:
-            return Lease(code - 1, fps[code - 1], owner)
+            return Lease(code - 1, fps[code - 1], owner, accts[code - 1], resource)
         if code == 0:
             return None
         if code == -2:
@@ -475,33 +684,39 @@ class QuotaStore:
                 f"{res[1]}; lower 'reserve' in the github connection's extra"
             )
         earliest = float(res[1])
-        raise QuotaExhausted(resource, earliest if earliest > 0 else now + 60)
+        exc = QuotaExhausted(resource, earliest if earliest > 0 else now + 60)
+        exc.spacing = len(res) > 2 and int(res[2]) == 1
+        raise exc
 
     def release(self, lease: Lease) -> None:
-        fp = lease.fingerprint
-        self._release(keys=[self._k("lease", fp), self._k("freed", fp)], args=[lease.owner])
+        acct = lease.acct
+        self._release(keys=[self._k("lease", acct), self._k("freed", acct)], args=[lease.owner])
+
+    def is_leased(self, fp: str) -> bool:
+        return bool(self.redis.exists(self._k("lease", self.account_of(fp))))
 
     def wait_for_release(self, fps: Iterable[str], timeout: float) -> None:
-        """Block until a lease on one of ``fps`` is freed, or for ``timeout`` s at most."""
-        self.redis.blpop([self._k("freed", fp) for fp in fps], timeout=timeout)
+        """Block until a lease of one of ``fps``' accounts is freed, or for ``timeout`` s at most."""
+        self.redis.blpop([self._k("freed", a) for a in self.accounts(fps)], timeout=timeout)
 
     def reap_dead_leases(self, fps: Iterable[str]) -> list[str]:
         """Free leases held by processes of this host and pid namespace that no longer exist
-        (a killed worker).
+        (a killed worker). Returns one fingerprint per account freed.
 
         Leases of other hosts or containers are left to their TTL: their liveness cannot be
         seen from here.
         """
         freed = []
-        for fp in fps:
-            raw = self.redis.get(self._k("lease", fp))
+        for acct, group in self.accounts(fps).items():
+            key = self._k("lease", acct)
+            raw = self.redis.get(key)
             owner = raw.decode() if isinstance(raw, bytes) else raw
             host, _, rest = (owner or "").partition(":")
             pid = rest.partition(":")[0]
             if host != _HOST or not pid.isdigit() or _alive(int(pid)):
                 continue
-            if self._release(keys=[self._k("lease", fp), self._k("freed", fp)], args=[owner]):
-                freed.append(fp)
+            if self._release(keys=[key, self._k("freed", acct)], args=[owner]):
+                freed.append(group[0])
         return freed
 
     # -- batch budgets ----------------------------------------------------------------------
@@ -516,14 +731,18 @@ class QuotaStore:
     ) -> Reservation:
         """Atomically hold ``amount`` units for a batch if the pool covers it above the reserves.
 
-        The hold ends at the current windows' reset, or after ``fallback_ttl`` seconds when no
-        record has a future reset.
+        Each account counts once, however many of its tokens are configured. The hold ends at
+        the current windows' reset, or after ``fallback_ttl`` seconds when no record has a
+        future reset.
         """
         now = time.time() if now is None else now
-        n = len(fps)
+        # one token per account that is not rejected: an account's budget is counted once
+        alive = [fp for fp in fps if not self.is_rejected(fp)] or list(fps)
+        firsts = [group[0] for group in self.accounts(alive).values()]
+        n = len(firsts)
         keys = (
-            [self.quota_key(fp, resource) for fp in fps]
-            + [self._k("rejected", fp) for fp in fps]
+            [self.quota_key(fp, resource) for fp in firsts]
+            + [self._k("rejected", fp) for fp in firsts]
             + [self._k("reservations", resource), self._k("reservations_exp", resource)]
         )
         res = self._reserve(keys=keys, args=[now, self.reserve, int(amount), reservation_id, fallback_ttl, n])

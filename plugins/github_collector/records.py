@@ -3,10 +3,16 @@
 GitHub spells the same profile two ways (REST ``blog`` is "" when unset, GraphQL
 ``websiteUrl`` is null; GraphQL ``email`` is "" when private). Both become one record with
 empty text as None, so the two paths give identical rows.
+
+Every string a record carries is cleaned here, where records are built, so both paths and
+every later stage see text Postgres accepts: NUL is removed (``text`` and ``jsonb`` refuse it,
+SQLSTATE 22P05) and a lone UTF-16 surrogate becomes U+FFFD (``jsonb`` refuses it, 22P02).
+One such profile field would otherwise reject the whole commit chunk it lands in.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 USER_FIELDS = (
@@ -34,13 +40,47 @@ RELATION_ROLE = {
     "forkers": "forker",
     "stargazers": "stargazer",
     "watchers": "watcher",
+    "issue_authors": "issue_author",
+    "pull_request_authors": "pull_request_author",
+    "discussion_authors": "discussion_author",
 }
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def clean_text(s: str) -> str:
+    """``s`` without NUL, and with each lone surrogate replaced by U+FFFD."""
+    if not _UNSTORABLE.search(s):
+        return s
+    s = s.replace("\x00", "")
+    # Through UTF-16: a pair held as two code points becomes its character, a lone half U+FFFD.
+    return s.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def clean(value: Any) -> Any:
+    """``value`` with every string in it (nested in dicts and lists too) cleaned."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean(k): clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    return value
+
+
+def _cleaned(rec: dict[str, Any]) -> dict[str, Any]:
+    """A flat record with its string values cleaned (keys are ours, values are GitHub's)."""
+    for k, v in rec.items():
+        if isinstance(v, str):
+            rec[k] = clean_text(v)
+    return rec
 
 
 def _text(v: Any) -> str | None:
     if v is None:
         return None
-    s = str(v)
+    s = clean_text(str(v))
     return s if s.strip() else None
 
 
@@ -90,7 +130,27 @@ def user_from_graphql(node: dict) -> dict | None:
             twitter_username=_text(node.get("twitterUsername")),
             public_repos=_count(node.get("repositories")),
         )
-    return rec
+    return _cleaned(rec)
+
+
+def user_from_identity(node: dict, *, gone: bool = False) -> dict | None:
+    """Who an account is, without its profile: what a SAML-protected organisation still
+    answers, or the list item of an account GitHub no longer serves (``gone``)."""
+    uid = node.get("databaseId", node.get("id") if isinstance(node.get("id"), int) else None)
+    if uid is None or not node.get("login"):
+        return None
+    rec: dict[str, Any] = dict.fromkeys(USER_FIELDS)
+    rec.update(
+        user_id=int(uid),
+        node_id=node.get("node_id") or (node.get("id") if isinstance(node.get("id"), str) else None),
+        login=node["login"],
+        type=node.get("__typename") or node.get("type") or "User",
+        profile_complete=False,
+        email_known=False,
+    )
+    if gone:
+        rec["gone"] = True
+    return _cleaned(rec)
 
 
 def user_from_rest(item: dict) -> dict:
@@ -120,8 +180,28 @@ def user_from_rest(item: dict) -> dict:
         elif rec["type"] == "Organization":
             rec["company"] = None
             rec["followers"] = rec["following"] = None
-    return rec
+    return _cleaned(rec)
 
 
 def link(repo_id: int, user_id: int, relation: str, **extra: Any) -> dict:
-    return {"repo_id": int(repo_id), "user_id": int(user_id), "relation": RELATION_ROLE[relation], **extra}
+    rec = {"repo_id": int(repo_id), "user_id": int(user_id), "relation": RELATION_ROLE[relation], **extra}
+    return _cleaned(rec)
+
+
+def authored_item(repo_id: int, relation: str, item: dict, author: dict | None) -> dict:
+    """One issue, pull request or discussion and who opened it. Staged with the links (keyed
+    by the item's number, not a user), so reading an item again replaces it. ``author`` is the
+    user record of a User or Bot author; any other author (a Mannequin, an
+    EnterpriseUserAccount) is kept by type and login only, and a deleted account (``author``
+    null on GitHub) by neither: such items are counted on the repository, never as a user."""
+    actor = item.get("author") or {}
+    rec = {
+        "repo_id": int(repo_id),
+        "relation": RELATION_ROLE[relation],
+        "number": int(item["number"]),
+        "created_at": item.get("createdAt"),
+        "author_id": author["user_id"] if author else None,
+        "author_type": actor.get("__typename") if actor else None,
+        "author_login": actor.get("login") if actor else None,
+    }
+    return _cleaned(rec)

@@ -1,8 +1,12 @@
-"""RateLimitSensor: start a fetch slot only when the token pool can pay for its next batch.
+"""RateLimitSensor: start a fetch slot as soon as the token pool can pay for its next request.
 
-It runs per slot (inside the mapped task group) rather than once before the fan-out: each
-slot then holds its own reservation, so slots that start together cannot all count the
-same remaining units, and a slot waiting for a reset does not hold back slots that fit.
+It runs per slot (inside the mapped task group) rather than once before the fan-out, so a
+slot waiting for a reset does not hold back slots that can go. It holds nothing: a batch's
+whole budget is unknown before its lists are read, and holding an estimate left quota idle
+(a slot whose estimate outgrew what was left waited for the reset with units in hand).
+Slots share the quota request by request instead: every request leases a token above its
+reserve, one request at a time per account, so concurrent slots cannot overdraw it, and the
+fetch defers by itself when every token runs dry.
 """
 
 from __future__ import annotations
@@ -14,6 +18,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException, BaseSensorOperator
+
+try:  # Airflow 3 (airflow.exceptions re-exports it with a deprecation warning)
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+except ImportError:  # Airflow 2.11
+    from airflow.exceptions import AirflowSensorTimeout
 
 from github_collector import settings
 from github_collector.hook import GitHubHook
@@ -38,14 +47,8 @@ def estimate_cost(batch: Sequence[str], relations: Sequence[str]) -> dict[str, i
     return {"core": core, "graphql": graphql}
 
 
-def reservation_id(context: Any, slot: int) -> str:
-    ti = context["ti"]
-    ns = run_namespace(settings.key_prefix(), ti.dag_id, ti.run_id)
-    return f"{ns}slot:{slot}"
-
-
 class RateLimitSensor(BaseSensorOperator):
-    """Wait, without holding a worker slot, until the quota covers a slot's next batch; then reserve it.
+    """Wait, without holding a worker slot, until some token can pay a slot's next request.
 
     A slot with no batch left to take (more slots than batches) is skipped, and so is its fetch.
     """
@@ -85,64 +88,78 @@ class RateLimitSensor(BaseSensorOperator):
         index = staging.peek_batch(int(self.slot), len(plan["batches"]))
         if index is None:
             raise AirflowSkipException(f"slot {self.slot}: every batch is taken by other slots")
-        client = hook.get_conn()
+        client = hook.get_conn(repos=plan.get("repositories"))
         self._max_inline_wait = hook.settings["max_inline_wait"]
         client.ensure_quota_records(refresh_stale=True)  # free: GET /rate_limit
         store = hook.get_quota_store()
         need = estimate_cost(plan["batches"][index], self.relations or plan["relations"])
-        rid = reservation_id(context, int(self.slot))
+        # A batch not started yet first learns its repositories (GraphQL); one under way can go
+        # on with whichever budget has work and units left (REST contributors, GraphQL pages).
+        started = staging.load_state(index) is not None
+        wanted = [r for r in RESOURCES if need[r]] if started else ["graphql"]
+        now = time.time()
         waits: list[float] = []
-        for resource in RESOURCES:
-            if not need[resource]:
-                continue
-            res = store.reserve_budget(client.fingerprints, resource, need[resource], rid)
+        for resource in wanted:
+            ready = store.ready_at(client.fingerprints, resource, now=now)
             self.log.info(
-                "quota %s for batch %s: need %s, available above reserves %s, held by other slots %s -> %s",
+                "quota %s for batch %s: %s",
                 resource,
                 index,
-                need[resource],
-                res.available,
-                res.held,
-                "reserved" if res.granted else "wait",
+                "next request payable now" if not ready else f"no account can pay before {ready:.0f}",
             )
-            if not res.granted:
-                waits.append(res.earliest_reset or (dt.datetime.now(dt.UTC).timestamp() + 60))
-        if waits:
-            store.release_reservation(rid)
-            self._next_check = max(waits)
-            return False
-        return True
+            if not ready:
+                return True
+            waits.append(ready)
+        self._next_check = min(waits) if waits else now
+        return False
 
     def execute(self, context: Any) -> None:
         if not self.deferrable:
             return super().execute(context)
-        self._wait_or_defer(context)
+        self._wait_or_defer(context, time.time())
         return None
 
-    def _wait_or_defer(self, context: Any) -> None:
+    def _timeout_s(self) -> float:
+        t = self.timeout
+        return t.total_seconds() if isinstance(t, dt.timedelta) else float(t)
+
+    def _wait_or_defer(self, context: Any, started: float) -> None:
         """Sleep through a wait no longer than the connection's ``max_inline_wait``; defer a longer one.
 
         A short wait costs less in the task than a task exit, a trigger and a resume; and
         Airflow 3.3 may mark a task that resumes within seconds of deferring for retry
-        (apache/airflow#71580). Long waits never hold a worker slot.
+        (apache/airflow#71580). Long waits never hold a worker slot. ``started`` is when the
+        gate first looked: its ``timeout`` counts from there, across its own deferrals.
         """
         for _ in range(MAX_INLINE_WAITS):
             if self.poke(context):
                 return
-            wait = (self._next_check or 0) + 1 - time.time()
+            wait = (self._next_check or 0) - time.time()
             if wait > self._max_inline_wait:
                 break
             self.log.info("quota short for %.0f s: waiting here rather than deferring", max(wait, 0))
             time.sleep(max(wait, 0))
-        self._defer()
+        if time.time() - started >= self._timeout_s():
+            msg = f"no token could pay this slot's next request within the gate's timeout ({self._timeout_s():.0f} s)"
+            if self.soft_fail:
+                raise AirflowSkipException(msg)
+            raise AirflowSensorTimeout(msg)
+        self._defer(started)
 
-    def _defer(self) -> None:
+    def _defer(self, started: float) -> None:
         from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
-        # +1 s: GitHub's reset is a whole second; resume within seconds of it, not before.
-        moment = dt.datetime.fromtimestamp((self._next_check or 0) + 1, tz=dt.UTC)
-        self.log.info("quota short for this slot's next batch; deferring until %s", moment.isoformat())
-        self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute_complete")
+        # _next_check already holds the store's pad (reset + 1 s: GitHub's reset is a whole
+        # second). A wait past the timeout's end resumes at that end, to time out then.
+        until = min(self._next_check or time.time(), started + self._timeout_s())
+        moment = dt.datetime.fromtimestamp(until, tz=dt.UTC)
+        self.log.info("no token can pay this slot's next request; deferring until %s", moment.isoformat())
+        self.defer(
+            trigger=DateTimeTrigger(moment=moment),
+            method_name="execute_complete",
+            kwargs={"started": started},
+        )
 
-    def execute_complete(self, context: Any, event: Any = None) -> None:
-        self._wait_or_defer(context)
+    def execute_complete(self, context: Any, event: Any = None, started: float | None = None) -> None:
+        # Airflow hands back the deferral's kwargs: the clock goes on from the first look.
+        self._wait_or_defer(context, time.time() if started is None else float(started))

@@ -19,10 +19,13 @@ DOCS = "https://docs.github.com/rest"
 STAR_MEDIA_TYPE = "application/vnd.github.star+json"
 STARGAZER_PAGE_LIMIT = 400  # GitHub: stargazer pages beyond 400 answer 422
 DEFAULT_PER_PAGE, MAX_PER_PAGE = 30, 100
-SUB_RESOURCES = ("contributors", "forks", "stargazers", "subscribers")
+STAR_COUNT = "stargazers/count"
+INTEGRATION_FORBIDDEN = "Resource not accessible by integration"
+SUB_RESOURCES = ("contributors", "forks", "stargazers", "subscribers", STAR_COUNT)
 
-_REPO_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)(?:/([^/]+))?/?$")
-_REPO_ID_PATH = re.compile(r"^/repositories/(\d+)(?:/([^/]+))?/?$")
+_SUB = r"(?:/(stargazers/count|[^/]+))?/?$"
+_REPO_PATH = re.compile(r"^/repos/([^/]+)/([^/]+)" + _SUB)
+_REPO_ID_PATH = re.compile(r"^/repositories/(\d+)" + _SUB)
 _USER_PATH = re.compile(r"^/users/([^/]+)/?$")
 _USER_ID_PATH = re.compile(r"^/user/(\d+)/?$")
 # Intermediate names of injected redirect chains and loops: "<old name>~hop<k>" / "<old name>~loop".
@@ -95,7 +98,10 @@ class RestApi:
         if path.rstrip("/") == "/user":
             if state.name is None:
                 return error(401, "Requires authentication", f"{DOCS}/users/users#get-the-authenticated-user")
-            return RestResult(200, full_user(self.ds, self.ds.viewer_id(state.name)))
+            if state.config is not None and state.config.integration:
+                # an App installation token acts for no user
+                return error(403, INTEGRATION_FORBIDDEN, f"{DOCS}/users/users#get-the-authenticated-user")
+            return RestResult(200, self._account_user(state))
         with self.ds.lock:
             m = _REPO_PATH.match(path)
             if m:
@@ -115,7 +121,7 @@ class RestApi:
                 uid = self.ds.user_id(unquote(m.group(1)))
                 return (
                     RestResult(200, full_user(self.ds, uid))
-                    if uid
+                    if uid and uid not in self.ds.deleted
                     else not_found(f"{DOCS}/users/users#get-a-user")
                 )
             m = _USER_ID_PATH.match(path)
@@ -123,10 +129,22 @@ class RestApi:
                 uid = int(m.group(1))
                 return (
                     RestResult(200, full_user(self.ds, uid))
-                    if self.ds.user_type(uid)
+                    if self.ds.user_type(uid) and uid not in self.ds.deleted
                     else not_found(f"{DOCS}/users/users#get-a-user-using-their-id")
                 )
         return not_found()
+
+    def _account_user(self, state: TokenState) -> dict:
+        """GET /user: the GitHub account the token belongs to (tokens of one account agree). Its
+        login is the account name; the rest of the profile is a stable synthetic person's."""
+        account = state.account_name or ""
+        user = full_user(self.ds, self.ds.viewer_id(account))
+        old = user["login"]
+        for key, value in user.items():  # urls name the login
+            if isinstance(value, str) and key.endswith("url"):
+                user[key] = value.replace(f"/{quote(old)}", f"/{quote(account)}")
+        user.update({"login": account, "type": "User", "name": None})
+        return user
 
     def _rate_limit(self, state: TokenState) -> RestResult:
         resources = {}
@@ -142,24 +160,27 @@ class RestApi:
         if repo is None or (sub is not None and sub not in SUB_RESOURCES):
             return not_found(f"{DOCS}/repos/repos#get-a-repository")
         if repo.kind == "blocked":
-            return RestResult(
-                451,
-                {
-                    "message": "Repository access blocked",
-                    "block": {
-                        "reason": "dmca",
-                        "created_at": iso(repo.updated_at),
-                        "html_url": f"https://github.com/github/dmca/blob/master/2025/{repo.id}.md",
-                    },
-                },
-            )
+            return self._blocked(repo)
         if sub is None:
             return RestResult(200, repo_json(self.ds, repo, detail=True))
+        if sub == STAR_COUNT:
+            # counts stay public where the list itself is limited to collaborators
+            return RestResult(200, {"count": len(repo.stars)})
         if sub == "contributors":
             return self._contributors(req, repo)
         if sub == "forks":
             return self._forks(req, repo)
         return self._restricted_list(req, state, repo, sub)
+
+    @staticmethod
+    def _blocked(repo: Repo) -> RestResult:
+        """A DMCA takedown answers 451 with a link to the notice; a terms-of-service block answers
+        403 with the same message and a block object (shared/NOTES.md)."""
+        block: dict[str, object] = {"reason": repo.block_reason, "created_at": iso(repo.updated_at)}
+        if repo.block_reason == "dmca":
+            block["html_url"] = f"https://github.com/github/dmca/blob/master/2025/{repo.id}.md"
+        status = 451 if repo.block_reason == "dmca" else 403
+        return RestResult(status, {"message": "Repository access blocked", "block": block})
 
     # ------------------------------------------------------------------ redirects
     @staticmethod
@@ -203,10 +224,11 @@ class RestApi:
 
     # ------------------------------------------------------------------ lists
     def _page(
-        self, req: RestRequest, total: int, max_page: int | None = None, loop: bool = False
+        self, req: RestRequest, target: str, total: int, max_page: int | None = None, loop: bool = False
     ) -> tuple[int, int, str | None, bool]:
-        """Return (start, end, link header, looped) for page/per_page, formatted like GitHub's. loop:
-        give the last page a rel="next" back to an earlier page (the injected link-loop fault)."""
+        """Return (start, end, link header, looped) for page/per_page, formatted like GitHub's, with
+        links to target (a path). loop: give the last page a rel="next" back to an earlier page (the
+        injected link-loop fault)."""
         per_page = _int(req.param("per_page"), DEFAULT_PER_PAGE)
         per_page = DEFAULT_PER_PAGE if per_page < 1 else min(per_page, MAX_PER_PAGE)
         page = max(1, _int(req.param("page"), 1))
@@ -225,24 +247,27 @@ class RestApi:
             links.append((back, "next"))
         if page > 1:
             links.append((1, "first"))
-        header = ", ".join(f'<{self._page_url(req, n)}>; rel="{rel}"' for n, rel in links) or None
+        header = ", ".join(f'<{self._page_url(req, target, n)}>; rel="{rel}"' for n, rel in links) or None
         return start, min(start + per_page, total), header, looped
 
     @staticmethod
-    def _page_url(req: RestRequest, page: int) -> str:
+    def _page_url(req: RestRequest, target: str, page: int) -> str:
         # keep every other parameter, and page where the client put it, as GitHub does
         if any(k == "page" for k, _ in req.query):
             query = [(k, str(page) if k == "page" else v) for k, v in req.query]
         else:
             query = [*req.query, ("page", str(page))]
-        return f"{req.base_url}{req.path}?{urlencode(query)}"
+        return f"{req.base_url}{target}?{urlencode(query)}"
 
     def _listing(
-        self, req: RestRequest, repo: Repo, total: int, build, max_page: int | None = None
+        self, req: RestRequest, repo: Repo, sub: str, total: int, build, max_page: int | None = None
     ) -> RestResult:
         patterns = self.acc.config.fault_link_loop
         loop = bool(patterns) and self.ds.repo_matches(patterns, repo)
-        start, end, link, looped = self._page(req, total, max_page, loop)
+        # GitHub's links address the repository by id, whatever path the client used
+        # (octokit/fixtures, scenario paginate-issues), so they survive a rename mid-listing
+        target = f"/repositories/{repo.id}/{sub}"
+        start, end, link, looped = self._page(req, target, total, max_page, loop)
         result = RestResult(200, build(start, end))
         if link:
             result.headers["link"] = link
@@ -294,7 +319,7 @@ class RestApi:
                     )
             return out
 
-        return self._listing(req, repo, len(entries), build)
+        return self._listing(req, repo, "contributors", len(entries), build)
 
     def _forks(self, req: RestRequest, repo: Repo) -> RestResult:
         ds = self.ds
@@ -306,12 +331,18 @@ class RestApi:
             forks.sort(key=lambda r: (-len(r.stars), -r.created_at, -r.id))
         else:
             forks.reverse()
-        return self._listing(req, repo, len(forks), lambda s, e: [repo_json(ds, r) for r in forks[s:e]])
+        return self._listing(
+            req, repo, "forks", len(forks), lambda s, e: [repo_json(ds, r) for r in forks[s:e]]
+        )
 
     def _restricted_list(self, req: RestRequest, state: TokenState, repo: Repo, sub: str) -> RestResult:
         ds = self.ds
         patterns = state.config.collaborator_repos if state.config else ()
         relation = "watchers" if sub == "subscribers" else "stargazers"
+        if state.config is not None and state.config.integration:
+            # GitHub App installation tokens may not list stargazers or watchers (2026)
+            page = "watching#list-watchers" if sub == "subscribers" else "starring#list-stargazers"
+            return error(403, INTEGRATION_FORBIDDEN, f"{DOCS}/activity/{page}")
         if relation in ds.restricted_relations(repo, patterns):
             # GitHub limits these lists to collaborators; how it says no differs between repos
             if repo.restriction == "404":
@@ -323,7 +354,9 @@ class RestApi:
             return RestResult(200, [])
         if sub == "subscribers":
             users = [uid for _, uid in repo.watchers]
-            return self._listing(req, repo, len(users), lambda s, e: [simple_user(ds, u) for u in users[s:e]])
+            return self._listing(
+                req, repo, sub, len(users), lambda s, e: [simple_user(ds, u) for u in users[s:e]]
+            )
         if _int(req.param("page"), 1) > STARGAZER_PAGE_LIMIT:
             return error(
                 422,
@@ -342,4 +375,4 @@ class RestApi:
             def build(s: int, e: int) -> list[dict]:
                 return [simple_user(ds, u) for _, u in stars[s:e]]
 
-        return self._listing(req, repo, len(stars), build, max_page=STARGAZER_PAGE_LIMIT)
+        return self._listing(req, repo, sub, len(stars), build, max_page=STARGAZER_PAGE_LIMIT)

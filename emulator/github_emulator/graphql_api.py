@@ -15,7 +15,9 @@ from dataclasses import dataclass, field, replace
 from graphql import (
     DocumentNode,
     FieldNode,
+    FragmentSpreadNode,
     GraphQLError,
+    InlineFragmentNode,
     OperationDefinitionNode,
     execute,
     get_nullable_type,
@@ -24,12 +26,13 @@ from graphql import (
     is_non_null_type,
     parse,
     validate,
+    value_from_ast_untyped,
 )
 
 from .accounting import Accounting, TokenState, Window
 from .config import EmulatorConfig
 from .cost import analyze
-from .data import Dataset, Repo
+from .data import GHOST, REPO_BASE, Dataset, Repo
 from .encoding import decode_cursor, decode_node_id, encode_cursor, iso, node_id
 from .schema import load_schema
 from .shapes import avatar_url, html_url
@@ -44,6 +47,11 @@ DOCS = "https://docs.github.com/graphql"
 # sbom-generator-action#4, ossf/pvtr-github-repo-scanner#77).
 PARTIAL_ERROR_TYPE = "SERVICE_UNAVAILABLE"
 PARTIAL_ERROR_MESSAGE = "timedout"
+TIMEOUT_MESSAGE = (
+    "Something went wrong while executing your query. This may be the result of a timeout, or it "
+    "could be a GitHub bug. Please include `{}` when reporting this issue."
+)
+RESOURCE_LIMITS_MESSAGE = "Resource limits for this query exceeded."
 
 
 @dataclass
@@ -54,6 +62,8 @@ class GraphQLResult:
     cost: int = 0
     fault: str | None = None  # the accounting FAULT_KINDS entry injected into this answer
     pages: list[str] = field(default_factory=list)  # connection pages served, for the request log
+    answer: str | None = None  # the limit or error answer given (ANSWER_KINDS / NATURAL_ANSWERS)
+    secondary_retry: int | None = None  # set: refused by the CPU budget, answer a secondary limit
 
 
 @dataclass
@@ -65,6 +75,45 @@ class _Ctx:
     window: Window | None = None
     errors: list[dict] = field(default_factory=list)  # errors for list slots graphql-core can't mark
     pages: list[str] = field(default_factory=list)  # "owner/name:field:after" of each page served
+
+
+# What a SAML-protected organisation still answers to a token not granted access to it.
+SAML_OPEN_FIELDS = frozenset({"__typename", "id", "databaseId", "login", "url", "resourcePath", "avatarUrl"})
+_NOT_ORG = frozenset({"User", "Bot", "Mannequin", "EnterpriseUserAccount"})
+
+
+def _asks_beyond(info, allowed: frozenset[str]) -> bool:
+    """Whether the selection on this field asks an organisation for more than ``allowed``."""
+
+    def walk(selection_set) -> bool:
+        for sel in selection_set.selections if selection_set else ():
+            if isinstance(sel, FieldNode):
+                if sel.name.value not in allowed:
+                    return True
+            elif isinstance(sel, InlineFragmentNode):
+                cond = sel.type_condition.name.value if sel.type_condition else None
+                if cond not in _NOT_ORG and walk(sel.selection_set):
+                    return True
+            elif isinstance(sel, FragmentSpreadNode):
+                frag = info.fragments.get(sel.name.value)
+                if frag and frag.type_condition.name.value not in _NOT_ORG and walk(frag.selection_set):
+                    return True
+        return False
+
+    return any(walk(node.selection_set) for node in info.field_nodes)
+
+
+INTEGRATION_FORBIDDEN = "Resource not accessible by integration"
+
+
+def _asks_items(info) -> bool:
+    """Whether a connection field's selection asks for its items (edges or nodes)."""
+    for node in info.field_nodes:
+        for sel in node.selection_set.selections if node.selection_set else ():
+            name = getattr(getattr(sel, "name", None), "value", None)
+            if name in ("edges", "nodes") or name is None:  # a fragment may ask them too
+                return True
+    return False
 
 
 def _error(kind: str, message: str) -> GraphQLError:
@@ -198,6 +247,7 @@ class Resolver:
         self.ds = ctx.ds
         cfg = ctx.state.config
         self.patterns = cfg.collaborator_repos if cfg else ()
+        self.integration = bool(cfg and cfg.integration)
 
     def _repo_connection(self, repos: list[Repo], args: dict, total: int | None = None) -> dict:
         order = args.get("orderBy") or {"field": "CREATED_AT", "direction": "ASC"}
@@ -208,8 +258,16 @@ class Resolver:
             keys, lambda i: self.repo(pairs[i][1]), args, desc=order["direction"] == "DESC", total=total
         )
 
-    def account(self, uid: int) -> dict:
+    def account(self, uid: int, info=None) -> dict:
         ds = self.ds
+        if info is not None and uid in ds.saml_orgs and _asks_beyond(info, SAML_OPEN_FIELDS):
+            # GitHub's answer for an organisation enforcing SAML SSO the token is not granted
+            # for: an error at this path, and a null that a non-null parent field passes up.
+            raise _error(
+                "FORBIDDEN",
+                "Resource protected by organization SAML enforcement. You must grant your "
+                "Personal Access token access to this organization.",
+            )
         typename = ds.user_type(uid)
         login = ds.login(uid)
         memo: dict = {}
@@ -294,7 +352,14 @@ class Resolver:
 
         def page(field_name: str, args: dict) -> None:
             # Which page this is, so a test can tell a page fetched twice from a new one.
-            self.ctx.pages.append(f"{full_name}:{field_name}:{args.get('after')}")
+            # Newest first, or fewer than a full page (a probe of the newest item), is another
+            # page than the one of the same cursor in the default order.
+            order = (args.get("orderBy") or {}).get("direction", "ASC")
+            first = args.get("first")
+            suffix = (":desc" if order == "DESC" else "") + (
+                f":first{first}" if first and first < 100 else ""
+            )
+            self.ctx.pages.append(f"{full_name}:{field_name}:{args.get('after')}{suffix}")
 
         def forks(info, **args) -> dict:
             page("forks", args)
@@ -305,7 +370,15 @@ class Resolver:
                 return _connection(keys, lambda i: self.repo(ds.repos[keys[i][1]]), args, desc=desc)
             return self._repo_connection([ds.repos[f] for _, f in repo.forks], args)
 
+        def refuse_integration(info, field_name: str) -> None:
+            # GitHub App installation tokens may not list stargazers or watchers (2026): the
+            # connection answers FORBIDDEN when its items are asked (its totalCount still works).
+            if self.integration and _asks_items(info):
+                self.ctx.pages.append(f"{full_name}:{field_name}:refused")
+                raise _error("FORBIDDEN", INTEGRATION_FORBIDDEN)
+
         def stargazers(info, **args) -> dict:
+            refuse_integration(info, "stargazers")
             page("stargazers", args)
             keys = repo.stars
             desc = (args.get("orderBy") or {}).get("direction") == "DESC"
@@ -319,9 +392,28 @@ class Resolver:
             )
 
         def watchers(info, **args) -> dict:
+            refuse_integration(info, "watchers")
             page("watchers", args)
             keys = repo.watchers
             return _connection(keys, lambda i: self.account(keys[i][1]), args, hidden="watchers" in hidden)
+
+        def authored(field_name: str, relation: str, typename: str) -> Callable:
+            # Issues, pull requests and discussions, by creation time. Items are never edited
+            # here, so UPDATED_AT orders as CREATED_AT does; COMMENTS is not emulated.
+            def resolve(info, **args) -> dict:
+                page(field_name, args)
+                order = args.get("orderBy") or {"field": "CREATED_AT", "direction": "ASC"}
+                if order["field"] == "COMMENTS":
+                    raise _error("UNPROCESSABLE", "ordering by COMMENTS is not emulated")
+                keys = ds.items(repo, relation)
+                return _connection(
+                    keys,
+                    lambda i: self.item(repo, typename, keys[i]),
+                    args,
+                    desc=order["direction"] == "DESC",
+                )
+
+            return resolve
 
         return {
             "__typename": "Repository",
@@ -329,7 +421,7 @@ class Resolver:
             "databaseId": repo.id,
             "name": repo.name,
             "nameWithOwner": full_name,
-            "owner": lambda info: self.account(repo.owner_id),
+            "owner": lambda info: self.account(repo.owner_id, info),
             "createdAt": iso(repo.created_at),
             "updatedAt": iso(repo.updated_at),
             "pushedAt": iso(repo.pushed_at),
@@ -344,12 +436,53 @@ class Resolver:
             "url": f"https://github.com/{full_name}",
             "resourcePath": f"/{full_name}",
             "stargazerCount": len(repo.stars),
-            "forkCount": len(repo.forks),
+            # the whole network, a fork's included (its root's forks, their forks...); the direct
+            # forks are forks.totalCount
+            "forkCount": ds.network_count(ds.network_root(repo)),
             "viewerPermission": "WRITE" if collaborator else "READ",
             "parent": lambda info: self.repo(ds.repos[repo.parent_id]) if repo.parent_id else None,
             "forks": forks,
             "stargazers": stargazers,
             "watchers": watchers,
+            "hasIssuesEnabled": repo.has_issues,
+            "hasDiscussionsEnabled": repo.has_discussions,
+            "issues": authored("issues", "issue_authors", "Issue"),
+            "pullRequests": authored("pullRequests", "pull_request_authors", "PullRequest"),
+            "discussions": authored("discussions", "discussion_authors", "Discussion"),
+        }
+
+    def item(self, repo: Repo, typename: str, key: tuple[int, int, int]) -> dict:
+        """An issue, pull request or discussion: its number, creation time and author (null for
+        a deleted account, a Mannequin in an imported repository, else a User or a Bot)."""
+        created, number, author = key
+        path = {"Issue": "issues", "PullRequest": "pull", "Discussion": "discussions"}[typename]
+        resource = f"/{self.ds.full_name(repo)}/{path}/{number}"
+        dbid = (repo.id - REPO_BASE) * 100_000 + number
+        return {
+            "__typename": typename,
+            "id": node_id(typename, dbid),
+            "databaseId": dbid,
+            "number": number,
+            "createdAt": iso(created),
+            "resourcePath": resource,
+            "url": f"https://github.com{resource}",
+            "author": lambda info: None if author == GHOST else self.actor(author, info),
+        }
+
+    def actor(self, uid: int, info=None) -> dict:
+        login = self.ds.mannequins.get(uid)
+        if login is None:
+            return self.account(uid, info)
+        return {
+            "__typename": "Mannequin",
+            "id": node_id("Mannequin", uid),
+            "databaseId": uid,
+            "login": login,
+            "avatarUrl": lambda info, size=None: f"https://avatars.githubusercontent.com/u/{uid}?v=4",
+            "url": f"https://github.com/{login}",
+            "resourcePath": f"/{login}",
+            "createdAt": iso(1_600_000_000),
+            "updatedAt": iso(1_600_000_000),
         }
 
     def node(self, value: str) -> dict | None:
@@ -366,7 +499,7 @@ class Resolver:
             if repo.kind == "blocked":
                 raise _error("FORBIDDEN", "Repository access blocked")
             return self.repo(repo)
-        if self.ds.user_type(dbid) != typename:
+        if self.ds.user_type(dbid) != typename or dbid in self.ds.deleted:
             raise not_found
         return self.account(dbid)
 
@@ -445,8 +578,72 @@ class Resolver:
             "node": lambda info, id: self.node(id),
             "nodes": nodes,
             "rateLimit": rate_limit,
-            "viewer": lambda info: self.account(ds.viewer_id(ctx.state.name)),
+            "viewer": lambda info: self.account(ds.viewer_id(ctx.state.account_name)),
         }
+
+
+def _too_many_ids(document: DocumentNode, operation_name: str | None, variables: dict) -> int:
+    """The number of ids of a root nodes(ids:) over GitHub's limit of 100, else 0."""
+    op = get_operation_ast(document, operation_name)
+    if op is None:
+        return 0
+    values = dict(variables)
+    for var in op.variable_definitions or ():
+        if var.variable.name.value not in values and var.default_value is not None:
+            values[var.variable.name.value] = value_from_ast_untyped(var.default_value)
+    for sel in op.selection_set.selections:
+        if isinstance(sel, FieldNode) and sel.name.value == "nodes":
+            for a in sel.arguments or ():
+                if a.name.value == "ids":
+                    ids = value_from_ast_untyped(a.value, values)
+                    if isinstance(ids, list) and len(ids) > MAX_IDS:
+                        return len(ids)
+    return 0
+
+
+def _items(value: object) -> int:
+    """How many list items (connection nodes included) a result value holds, nested ones too."""
+    if isinstance(value, list):
+        return sum(1 + _items(v) for v in value if v is not None)
+    if isinstance(value, dict):
+        lists = [value[k] for k in ("nodes", "edges") if isinstance(value.get(k), list)]
+        rest = sum(_items(v) for k, v in value.items() if k not in ("nodes", "edges"))
+        return max((_items(v) for v in lists), default=0) + rest
+    return 0
+
+
+def _null_largest_list(payload: dict) -> bool:
+    """RESOURCE_LIMITS_EXCEEDED: null the list or connection field holding the most items (the
+    outermost one on a tie) where it stands, keep the rest of data, and add GitHub's error."""
+    best: tuple[int, list, dict | None, str | None] = (-1, [], None, None)
+
+    def walk(value: object, path: list) -> None:
+        nonlocal best
+        if isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, [*path, i])
+            return
+        if not isinstance(value, dict):
+            return
+        for key, child in value.items():
+            is_connection = isinstance(child, dict) and any(
+                isinstance(child.get(k), list) for k in ("nodes", "edges")
+            )
+            if isinstance(child, list) or is_connection:
+                n = _items(child)
+                if n > best[0]:
+                    best = (n, [*path, key], value, key)
+            walk(child, [*path, key])
+
+    data = payload.get("data")
+    walk(data, [])
+    _, path, parent, key = best
+    if parent is None or key is None:
+        return False
+    parent[key] = None
+    error = {"type": "RESOURCE_LIMITS_EXCEEDED", "path": path, "message": RESOURCE_LIMITS_MESSAGE}
+    payload.setdefault("errors", []).append(error)
+    return True
 
 
 def _type_resolver(value: dict, info, abstract_type) -> str:
@@ -518,10 +715,18 @@ class GraphQLApi:
         return False
 
     def handle(
-        self, state: TokenState, body: bytes, request_id: str, fault: str | None = None
+        self,
+        state: TokenState,
+        body: bytes,
+        request_id: str,
+        fault: str | None = None,
+        answer: str | None = None,
+        options: dict | None = None,
     ) -> GraphQLResult:
         """fault: "graphql_error" or "graphql_partial" to inject that failure into a query that is
-        executed and charged; refused, rate-limited and dry-run queries are answered as usual."""
+        executed and charged; refused, rate-limited and dry-run queries are answered as usual.
+        answer: "graphql_timeout" or "resource_limits" (with their options) likewise."""
+        options = options or {}
         acc = self.acc
         if state.name is None:
             return GraphQLResult(
@@ -564,6 +769,17 @@ class GraphQLApi:
         analysis = analyze(document, self.schema, variables, operation_name)
         if analysis.errors:
             return refuse(analysis.errors, data_null=True)
+        too_many = _too_many_ids(document, operation_name, variables)
+        if too_many:
+            return refuse(
+                [
+                    {
+                        "type": "ARGUMENT_LIMIT",
+                        "message": f"You may not provide more than {MAX_IDS} node ids; you provided {too_many}.",
+                    }
+                ],
+                data_null=True,
+            )
         scopes = state.config.scopes if state.config else ()
         if analysis.user_email and not any(s in scopes for s in EMAIL_SCOPES):
             return refuse(
@@ -584,9 +800,12 @@ class GraphQLApi:
         if analysis.dry_run:
             document = _only_rate_limit(document, operation_name)
         else:
+            retry = acc.cpu_retry(state)
+            if retry is not None:
+                return GraphQLResult(0, None, window, answer="secondary_cpu", secondary_retry=retry)
             charged, ctx.window = acc.try_charge(state, "graphql", analysis.cost)
             if not charged:
-                uid = self.ds.viewer_id(state.name)
+                uid = self.ds.viewer_id(state.account_name)
                 return GraphQLResult(
                     200,
                     {
@@ -598,7 +817,18 @@ class GraphQLApi:
                         ]
                     },
                     ctx.window,
+                    answer="primary_exhausted",
                 )
+            acc.book_cpu(state, acc.cpu_ms(analysis.node_count))
+            if answer == "graphql_timeout":
+                # GitHub charges a query that timed out, and deducts extra points for the timeout
+                window = acc.charge_penalty(state, "graphql", self.config.timeout_penalty_points)
+                if options.get("body") == "server_error":
+                    body: dict = {"message": "Server Error"}
+                else:
+                    body = {"data": None, "errors": [{"message": TIMEOUT_MESSAGE.format(request_id)}]}
+                cost = analysis.cost + window.used - ctx.window.used
+                return GraphQLResult(502, body, window, cost, answer=answer)
             timeout = self.config.graphql_timeout_nodes
             if timeout is not None and analysis.node_count > timeout:
                 # GitHub: queries running over 10 s fail with 502/504 and are still charged
@@ -606,13 +836,7 @@ class GraphQLApi:
                     502,
                     {
                         "data": None,
-                        "errors": [
-                            {
-                                "message": "Something went wrong while executing your query. This may be the result "
-                                "of a timeout, or it could be a GitHub bug. Please include "
-                                f"`{request_id}` when reporting this issue."
-                            }
-                        ],
+                        "errors": [{"message": TIMEOUT_MESSAGE.format(request_id)}],
                     },
                     ctx.window,
                     analysis.cost,
@@ -650,9 +874,14 @@ class GraphQLApi:
         errors_out = [_format_error(e) for e in result.errors or ()] + ctx.errors
         if errors_out:
             payload["errors"] = errors_out
-        injected = None
-        if fault == "graphql_partial" and not analysis.dry_run:
+        injected = given = None
+        limit = self.config.resource_limit_nodes
+        if not analysis.dry_run and (
+            answer == "resource_limits" or (limit is not None and analysis.node_count > limit)
+        ):
+            given = "resource_limits" if _null_largest_list(payload) else None
+        elif fault == "graphql_partial" and not analysis.dry_run:
             injected = fault if self._null_one_field(document, operation_name, payload) else None
         return GraphQLResult(
-            200, payload, ctx.window, 0 if analysis.dry_run else analysis.cost, injected, ctx.pages
+            200, payload, ctx.window, 0 if analysis.dry_run else analysis.cost, injected, ctx.pages, given
         )

@@ -99,20 +99,48 @@ def repo_json(ds: Dataset, repo: Repo, *, detail: bool = False) -> dict:
         "description": repo.description,
         "fork": repo.parent_id is not None,
         "url": u,
+        # the URL templates GitHub puts in every repository object (all required by its description)
         "forks_url": f"{u}/forks",
+        "keys_url": f"{u}/keys{{/key_id}}",
         "collaborators_url": f"{u}/collaborators{{/collaborator}}",
+        "teams_url": f"{u}/teams",
+        "hooks_url": f"{u}/hooks",
+        "issue_events_url": f"{u}/issues/events{{/number}}",
         "events_url": f"{u}/events",
+        "assignees_url": f"{u}/assignees{{/user}}",
+        "branches_url": f"{u}/branches{{/branch}}",
+        "tags_url": f"{u}/tags",
+        "blobs_url": f"{u}/git/blobs{{/sha}}",
+        "git_tags_url": f"{u}/git/tags{{/sha}}",
+        "git_refs_url": f"{u}/git/refs{{/sha}}",
+        "trees_url": f"{u}/git/trees{{/sha}}",
+        "statuses_url": f"{u}/statuses/{{sha}}",
+        "languages_url": f"{u}/languages",
         "stargazers_url": f"{u}/stargazers",
         "contributors_url": f"{u}/contributors",
         "subscribers_url": f"{u}/subscribers",
         "subscription_url": f"{u}/subscription",
         "commits_url": f"{u}/commits{{/sha}}",
+        "git_commits_url": f"{u}/git/commits{{/sha}}",
+        "comments_url": f"{u}/comments{{/number}}",
+        "issue_comment_url": f"{u}/issues/comments{{/number}}",
+        "contents_url": f"{u}/contents/{{+path}}",
+        "compare_url": f"{u}/compare/{{base}}...{{head}}",
+        "merges_url": f"{u}/merges",
+        "archive_url": f"{u}/{{archive_format}}{{/ref}}",
+        "downloads_url": f"{u}/downloads",
         "issues_url": f"{u}/issues{{/number}}",
         "pulls_url": f"{u}/pulls{{/number}}",
+        "milestones_url": f"{u}/milestones{{/number}}",
+        "notifications_url": f"{u}/notifications{{?since,all,participating}}",
+        "labels_url": f"{u}/labels{{/name}}",
         "releases_url": f"{u}/releases{{/id}}",
+        "deployments_url": f"{u}/deployments",
         "created_at": iso(repo.created_at),
         "updated_at": iso(repo.updated_at),
-        "pushed_at": iso(repo.pushed_at),
+        # GitHub counts creating a repository as its first push: an empty one has pushed_at too
+        # (its description makes pushed_at a non-null date-time in GET /repos/{o}/{r})
+        "pushed_at": iso(repo.pushed_at if repo.pushed_at is not None else repo.created_at),
         "git_url": f"git://github.com/{full_name}.git",
         "ssh_url": f"git@github.com:{full_name}.git",
         "clone_url": f"{WEB}/{full_name}.git",
@@ -122,9 +150,9 @@ def repo_json(ds: Dataset, repo: Repo, *, detail: bool = False) -> dict:
         "stargazers_count": stars,
         "watchers_count": stars,  # GitHub's watchers_count is the star count (legacy naming)
         "language": repo.language,
+        # no has_downloads: API version 2026-03-10 removed it (the description's breaking changes)
         "has_issues": True,
         "has_projects": True,
-        "has_downloads": True,
         "has_wiki": True,
         "has_pages": False,
         "has_discussions": False,
@@ -145,7 +173,8 @@ def repo_json(ds: Dataset, repo: Repo, *, detail: bool = False) -> dict:
         "default_branch": "main",
     }
     if detail:
-        out["network_count"] = len(repo.forks)
+        # forks_count is the direct forks; network_count the whole network of the root repository
+        out["network_count"] = ds.network_count(ds.network_root(repo))
         out["subscribers_count"] = len(repo.watchers)
         if owner["type"] == "Organization":
             out["organization"] = owner

@@ -41,9 +41,15 @@ class _Handler(BaseHTTPRequestHandler):
         if server.stopping:
             self.send_header("Connection", "close")
             self.close_connection = True
+        if resp.drop:
+            self.close_connection = True
         try:
             self.end_headers()
-            if not no_body:
+            if resp.drop:
+                # the dropped_connection answer: half the promised body, then the connection closes
+                self.wfile.write(resp.body[: len(resp.body) // 2])
+                self.wfile.flush()
+            elif not no_body:
                 self.wfile.write(resp.body)
         except ConnectionError:  # BrokenPipe, ConnectionReset, ConnectionAborted
             self.close_connection = True  # the client went away (timed out, killed): nothing to tell it
@@ -139,6 +145,20 @@ class EmulatorServer:
 
     def set_faults(self, **settings: object) -> None:
         self.app.set_faults(**settings)
+
+    def revoke_installation(self, installation_id: int) -> None:
+        """Uninstall a GitHub App installation: its tokens answer 401, new ones are refused."""
+        self.app.apps.revoke_installation(installation_id)
+
+    @property
+    def issued_tokens(self) -> list[str]:
+        """Every GitHub App installation token handed out so far."""
+        with self.app.apps.lock:
+            return list(self.app.apps.issued_tokens)
+
+    def inject(self, kind: str, count: int = 1, token: str | None = None, **options: object) -> None:
+        """The next `count` requests `kind` applies to (of that token name) get that answer."""
+        self.app.inject(kind, count, token, **options)
 
     def set_token_valid(self, token_name: str, valid: bool) -> None:
         self.app.set_faults(token_valid={token_name: valid})

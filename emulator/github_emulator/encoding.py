@@ -10,7 +10,16 @@ from datetime import UTC, datetime
 
 # GitHub's "next" node ids are "<prefix>_" + base64(msgpack([0, database_id])) without padding;
 # msgpack encodes a uint32 as 0xce + 4 bytes, which is where the familiar "kgDO" comes from.
-NODE_PREFIXES = {"User": "U", "Organization": "O", "Bot": "BOT", "Repository": "R"}
+NODE_PREFIXES = {
+    "User": "U",
+    "Organization": "O",
+    "Bot": "BOT",
+    "Repository": "R",
+    "Mannequin": "M",
+    "Issue": "I",
+    "PullRequest": "PR",
+    "Discussion": "D",
+}
 _PREFIX_TYPES = {v: k for k, v in NODE_PREFIXES.items()}
 
 

@@ -27,6 +27,7 @@ PERSON_BASE = 3_000_000
 ORG_BASE = 2_000_000
 FIXED_BASE = 1_500_000
 SYNTH_BOT_BASE = 90_000_000
+MANNEQUIN_BASE = 95_000_000  # placeholder accounts of imported repositories (never users)
 REPO_BASE = 600_000_000
 
 # Generated timestamps lie before DATASET_NOW; mutations advance a clock that starts after it,
@@ -41,6 +42,7 @@ SPECIAL_REPOS: dict[str, str] = {
     "renamed": f"{FIXTURE_OWNER}/old-name",  # REST 301 -> /repositories/{id}; GraphQL follows
     "missing": f"{FIXTURE_OWNER}/gone-for-good",  # REST 404; GraphQL NOT_FOUND
     "blocked": f"{FIXTURE_OWNER}/dmca-takedown",  # REST 451 everywhere; GraphQL FORBIDDEN
+    "tos": f"{FIXTURE_OWNER}/tos-takedown",  # REST 403 with a block object everywhere; GraphQL FORBIDDEN
     "empty": f"{FIXTURE_OWNER}/empty-repo",  # contributors 204, no forks or stars
     "too_large": f"{FIXTURE_OWNER}/huge-history",  # contributors 403 "too large", rest works
     "restricted_404": f"{FIXTURE_OWNER}/stars-hidden-404",  # restricted lists answer 404
@@ -50,6 +52,16 @@ SPECIAL_REPOS: dict[str, str] = {
 RENAMED_REPO_NEW_NAME = f"{FIXTURE_OWNER}/new-name"
 
 RELATIONS = ("contributors", "forkers", "stargazers", "watchers")
+# People who opened issues, pull requests and discussions: public lists, whatever the token.
+AUTHOR_RELATIONS = ("issue_authors", "pull_request_authors", "discussion_authors")
+ALL_RELATIONS = RELATIONS + AUTHOR_RELATIONS
+# The Repo list each author relation reads.
+AUTHORED_ITEMS = {
+    "issue_authors": "issues",
+    "pull_request_authors": "pulls",
+    "discussion_authors": "discussions",
+}
+GHOST = 0  # author of an item whose account was deleted: GitHub answers author: null
 # Relations GitHub now limits to collaborators (changelog 2026-06-30).
 RESTRICTED_RELATIONS = ("stargazers", "watchers")
 RESTRICTION_FORMS = ("404", "403", "empty")
@@ -69,12 +81,41 @@ class DatasetSpec:
     anon_rate: float = 0.3  # share of repos with anonymous (unlinked) contributors
     tail_exponent: float = 1.1  # Zipf exponent of repo sizes: a few repos dominate
     special_repos: bool = True
+    # Accounts deleted or suspended after they contributed: REST contributor lists still name
+    # them, but nodes(ids:) answers NOT_FOUND and GET /users/{login} 404 (GitHub does both).
+    deleted_accounts: int = 2
+    # Organisations that enforce SAML single sign-on: their profile fields answer FORBIDDEN,
+    # which nulls the fork node they own (owner is non-null); id, login and type still answer.
+    saml_orgs: int = 2
+    # Share of forks that have a fork of their own (a fork of a fork): GitHub counts those in
+    # the parent's forkCount (the whole network), not in its forks connection.
+    subfork_rate: float = 0.1
+    # Issues, pull requests and discussions, their authors drawn with a heavy tail (a few
+    # prolific authors, many one-off ones). Items scale with a repository's stars, up to
+    # max_items; the ``big_item_repos`` largest repositories get ``big_items`` issues and
+    # about as many pull requests. Drawn from generators of their own, so every other part of
+    # the dataset stays what it was without them.
+    authored_items: bool = True
+    max_items: int = 1500
+    big_item_repos: int = 0
+    big_items: int = 12_000
+    ghost_rate: float = 0.01  # items whose author's account was deleted (author: null)
+    imported_rate: float = 0.2  # repositories imported from elsewhere: some items by mannequins
+    no_issues_rate: float = 0.1  # repositories with issues disabled
+    discussions_rate: float = 0.4  # repositories with discussions enabled
 
 
 PRESETS: dict[str, DatasetSpec] = {
     "demo": DatasetSpec(n_repos=8, n_users=400, max_per_repo=300),
     "small": DatasetSpec(n_repos=20, n_users=3000, max_per_repo=2000),
-    "bench": DatasetSpec(n_repos=40, n_users=100_000, max_per_repo=35_000, max_contributors=700),
+    "bench": DatasetSpec(
+        n_repos=40,
+        n_users=100_000,
+        max_per_repo=35_000,
+        max_contributors=700,
+        max_items=4000,
+        big_item_repos=3,
+    ),
 }
 
 
@@ -92,6 +133,7 @@ class Repo:
     homepage: str | None = None
     parent_id: int | None = None
     kind: str = "ok"  # ok | blocked | empty | too_large
+    block_reason: str = "dmca"  # of a blocked repo: dmca (REST 451) | tos (REST 403)
     restriction: str = "404"  # REST form of a restricted list: 404 | 403 | empty
     # (user_id, contributions), sorted by contributions desc then id
     contributors: list[tuple[int, int]] = field(default_factory=list)
@@ -99,6 +141,13 @@ class Repo:
     forks: list[tuple[int, int]] = field(default_factory=list)  # (created_at, fork repo id), ascending
     stars: list[tuple[int, int]] = field(default_factory=list)  # (starred_at, user_id), ascending
     watchers: list[tuple[int, int]] = field(default_factory=list)  # (watch seq, user_id), ascending
+    # (created_at, number, author id or GHOST), ascending; numbers shared by the three kinds
+    issues: list[tuple[int, int, int]] = field(default_factory=list)
+    pulls: list[tuple[int, int, int]] = field(default_factory=list)
+    discussions: list[tuple[int, int, int]] = field(default_factory=list)
+    has_issues: bool = True
+    has_discussions: bool = False
+    next_number: int = 1
 
     @property
     def is_empty(self) -> bool:
@@ -150,6 +199,9 @@ class Dataset:
         self._next_repo = REPO_BASE
         self._rng = random.Random(f"mutations:{spec.seed}")
         self._tokens: dict[str, tuple[str, ...]] = {}  # token name -> collaborator patterns
+        self.deleted: set[int] = set()  # accounts GitHub no longer serves (see DatasetSpec)
+        self.saml_orgs: set[int] = set()
+        self.mannequins: dict[int, str] = {}  # id -> login; never accounts (no /users/{login})
 
     # ----------------------------------------------------------------- accounts
     def add_fixed_account(self, typename: str, login: str, uid: int | None = None) -> int:
@@ -342,6 +394,24 @@ class Dataset:
         members = {"stargazers": repo.stars, "watchers": repo.watchers}
         return tuple(r for r in RESTRICTED_RELATIONS if members[r])
 
+    def network_root(self, repo: Repo) -> Repo:
+        """The repository at the root of a fork network (itself when it is no fork)."""
+        with self.lock:
+            while repo.parent_id is not None and repo.parent_id in self.repos:
+                repo = self.repos[repo.parent_id]
+            return repo
+
+    def network_count(self, repo: Repo) -> int:
+        """Forks in the repository's fork network below it: its forks, their forks, and so on
+        (GraphQL ``forkCount``). Its direct forks alone are ``repo.forks``."""
+        with self.lock:
+            total, todo = 0, [repo]
+            while todo:
+                r = todo.pop()
+                total += len(r.forks)
+                todo.extend(self.repos[f] for _, f in r.forks)
+            return total
+
     def linked_contributors(self, repo: Repo) -> list[tuple[int, int]]:
         return repo.contributors[:CONTRIBUTOR_LINK_LIMIT]
 
@@ -404,13 +474,58 @@ class Dataset:
         if spec.special_repos:
             self._generate_specials(rng, sampler)
         self.n_persons = max(sampler.next, 1)
+        self._pick_unreachable(rng)
+        if spec.authored_items:
+            self._generate_authored()
+
+    def _pick_unreachable(self, rng: random.Random) -> None:
+        """Choose the deleted accounts and the SAML organisations among the seed repos' users."""
+        seeds = [
+            r
+            for r in (self.lookup_full_name(n)[0] for n in self.seed_repos)
+            if r is not None and r.kind == "ok"
+        ]
+        elsewhere: set[int] = {r.owner_id for r in self.repos.values()}
+        for r in self.repos.values():
+            elsewhere.update(self.repos[f].owner_id for _, f in r.forks)
+            elsewhere.update(u for _, u in r.stars)
+            elsewhere.update(u for _, u in r.watchers)
+        # Only contributors named nowhere else: GitHub drops a deleted account from its lists.
+        only_contributing = sorted(
+            {u for r in seeds for u, _ in self.linked_contributors(r)} - elsewhere - set(self._fixed)
+        )
+        rng.shuffle(only_contributing)
+        self.deleted = set(only_contributing[: self.spec.deleted_accounts])
+        fork_orgs = sorted(
+            {
+                self.repos[f].owner_id
+                for r in seeds
+                for _, f in r.forks
+                if self.user_type(self.repos[f].owner_id) == "Organization"
+            }
+        )
+        rng.shuffle(fork_orgs)
+        self.saml_orgs = set(fork_orgs[: self.spec.saml_orgs])
 
     def _generate_specials(self, rng: random.Random, sampler: _PersonSampler) -> None:
         owner = self.add_fixed_account("Organization", FIXTURE_OWNER)
 
-        def make(key: str, name: str, kind: str = "ok", restriction: str = "404", **sizes: int) -> Repo:
+        def make(
+            key: str,
+            name: str,
+            kind: str = "ok",
+            restriction: str = "404",
+            block_reason: str = "dmca",
+            **sizes: int,
+        ) -> Repo:
             repo = self._new_repo(
-                owner, name, rng.randint(_EPOCH_2012, _EPOCH_2025), rng, kind=kind, restriction=restriction
+                owner,
+                name,
+                rng.randint(_EPOCH_2012, _EPOCH_2025),
+                rng,
+                kind=kind,
+                restriction=restriction,
+                block_reason=block_reason,
             )
             self._populate(repo, rng, sampler, **sizes)
             self.seed_repos.append(SPECIAL_REPOS[key])
@@ -429,6 +544,9 @@ class Dataset:
             ("empty", "restricted_empty"),
         ):
             make(key, f"stars-hidden-{form}", restriction=form, contributors=5, forks=3, stars=25, watchers=6)
+        # Made last and without relations (a blocked repo shows none), so every other repository,
+        # account and id stays what it was before this one existed.
+        make("tos", "tos-takedown", kind="blocked", block_reason="tos")
 
     def _populate(
         self,
@@ -495,7 +613,158 @@ class Dataset:
             if uid in forkers:
                 uid = sampler.draw(forkers)
             forkers.add(uid)
-            self._fork(repo, uid, t, rng)
+            fork = self._fork(repo, uid, t, rng)
+            # Some forks are forked in turn: in the parent's network (forkCount), not among its
+            # direct forks (the forkers list). Drawn from their own generator, so adding them
+            # leaves every other account, repository and relation of the dataset as it was.
+            sub = random.Random(f"{self.spec.seed}:subfork:{fork.id}")
+            if sub.random() < self.spec.subfork_rate:
+                owner = PERSON_BASE + sub.randrange(max(1, sampler.next))
+                if owner != uid:
+                    self._fork(fork, owner, sub.randint(t, max(t, now)), sub)
+
+    # ----------------------------------------------------------------- authored items
+    def _generate_authored(self) -> None:
+        """Issues, pull requests and discussions of the seed repositories, with their authors."""
+        spec = self.spec
+        seeds = [
+            r
+            for r in (self.lookup_full_name(n)[0] for n in self.seed_repos)
+            if r is not None and r.kind in ("ok", "too_large") and r.parent_id is None
+        ]
+        by_size = sorted(seeds, key=lambda r: (-len(r.stars), r.id))
+        big = {r.id for r in by_size[: spec.big_item_repos]}
+        # The largest repository shows every odd author (a ghost, a bot, a mannequin), so even
+        # a small dataset has each.
+        showcase = by_size[0].id if by_size else None
+        for repo in seeds:
+            rng = random.Random(f"{spec.seed}:authored:{repo.id}")
+            stars = len(repo.stars)
+            if repo.id in big:
+                n_issues = int(spec.big_items * rng.uniform(1.0, 1.3))
+                n_pulls = int(spec.big_items * rng.uniform(0.6, 1.1))
+            else:
+                n_issues = min(spec.max_items, round(stars * rng.uniform(0.1, 0.6)))
+                n_pulls = min(spec.max_items, round(stars * rng.uniform(0.05, 0.4) + len(repo.contributors)))
+            repo.has_issues = repo.id in big or rng.random() >= spec.no_issues_rate
+            repo.has_discussions = rng.random() < spec.discussions_rate
+            n_disc = round(n_issues * rng.uniform(0.05, 0.3)) if repo.has_discussions else 0
+            if not repo.has_issues:
+                n_issues = 0
+            imported = rng.random() < spec.imported_rate or repo.id == showcase
+            mannequins = []
+            if imported:
+                for _ in range(rng.randint(1, 4)):
+                    mid = MANNEQUIN_BASE + len(self.mannequins)
+                    self.mannequins[mid] = f"imported-{to_base36(mid - MANNEQUIN_BASE)}"
+                    mannequins.append(mid)
+            kinds = ["issues"] * n_issues + ["pulls"] * n_pulls + ["discussions"] * n_disc
+            rng.shuffle(kinds)
+            # One number sequence for the three kinds, as on GitHub; a few items share their
+            # second with the one before (two items created in the same second).
+            times = sorted(rng.randint(repo.created_at, DATASET_NOW - 60) for _ in kinds)
+            for i in range(1, len(times)):
+                if rng.random() < 0.02:
+                    times[i] = times[i - 1]
+            regulars: list[int] = []
+            humans = [u for u, _ in repo.contributors if self.user_type(u) == "User"]
+            for number, (kind, t) in enumerate(zip(kinds, times, strict=True), start=1):
+                author = self._draw_author(rng, repo, kind, regulars, humans, mannequins)
+                getattr(repo, kind).append((t, number, author))
+            repo.next_number = len(kinds) + 1
+            if repo.id == showcase and len(repo.pulls) >= 3:
+                odd = [GHOST, self.bot_ids[0] if self.bot_ids else GHOST, mannequins[0]]
+                repo.pulls[:3] = [(t, n, a) for (t, n, _), a in zip(repo.pulls[:3], odd, strict=True)]
+
+    def _draw_author(
+        self,
+        rng: random.Random,
+        repo: Repo,
+        kind: str,
+        regulars: list[int],
+        humans: list[int],
+        mannequins: list[int],
+    ) -> int:
+        """An item's author: heavy-tailed (regulars come back, skewed to the earliest), a few
+        bots (more on pull requests), mannequins in imported repositories, ghosts."""
+        r = rng.random()
+        if r < self.spec.ghost_rate:
+            return GHOST
+        if mannequins and rng.random() < 0.05:
+            return rng.choice(mannequins)
+        if self.bot_ids and rng.random() < (0.15 if kind == "pulls" else 0.01):
+            return rng.choice(self.bot_ids)
+        if regulars and rng.random() < 0.35:
+            return regulars[int(len(regulars) * rng.random() ** 3)]
+        for _ in range(8):
+            pick = rng.random()
+            if humans and pick < 0.3:
+                uid = rng.choice(humans)
+            elif repo.stars and pick < 0.6:
+                uid = rng.choice(repo.stars)[1]
+            else:
+                uid = PERSON_BASE + rng.randrange(max(1, self.n_persons))
+            if uid not in self.deleted and self.user_type(uid) == "User" and uid not in self._fixed:
+                regulars.append(uid)
+                return uid
+        return GHOST
+
+    def items(self, repo: Repo, relation: str) -> list[tuple[int, int, int]]:
+        """What GitHub lists of a repository's authored items (none while the feature is off)."""
+        if relation == "issue_authors" and not repo.has_issues:
+            return []
+        if relation == "discussion_authors" and not repo.has_discussions:
+            return []
+        return getattr(repo, AUTHORED_ITEMS[relation])
+
+    def not_applicable(self, repo: Repo) -> list[str]:
+        """Author relations a repository does not have: issues or discussions turned off."""
+        out = []
+        if not repo.has_issues:
+            out.append("issue_authors")
+        if not repo.has_discussions:
+            out.append("discussion_authors")
+        return out
+
+    def add_items(
+        self,
+        full_name: str,
+        relation: str,
+        n: int,
+        *,
+        ghosts: int = 0,
+        bots: int = 0,
+        same_second: bool = False,
+    ) -> list[int]:
+        """n new items of a relation (issue_authors...), ``ghosts`` of them by deleted accounts
+        and ``bots`` by bots, the others by people (half new to the repository). With
+        ``same_second`` all are created in one second, the newest already stored one's if
+        it is the newest item (the high-water mark's own second). Returns the author ids."""
+        with self.lock:
+            repo = self._require(full_name)
+            items = getattr(repo, AUTHORED_ITEMS[relation])
+            people = self._some_persons(max(0, n - ghosts - bots), {a for _, _, a in items})
+            authors = [GHOST] * ghosts + [self.bot_ids[i % len(self.bot_ids)] for i in range(bots)] + people
+            t = self._tick()
+            if same_second and items:
+                t = items[-1][0]
+            number = repo.next_number
+            for author in authors:
+                items.append((t if same_second else self._tick(), number, author))
+                number += 1
+            repo.next_number = number
+            items.sort()
+            return authors
+
+    def set_features(
+        self, full_name: str, issues: bool | None = None, discussions: bool | None = None
+    ) -> None:
+        with self.lock:
+            repo = self._require(full_name)
+            if issues is not None:
+                repo.has_issues = bool(issues)
+            if discussions is not None:
+                repo.has_discussions = bool(discussions)
 
     # ----------------------------------------------------------------- mutations
     def _tick(self) -> int:
@@ -520,7 +789,7 @@ class Dataset:
             if i % 2 and self.n_persons > len(exclude) + 1:
                 for _ in range(10):
                     cand = PERSON_BASE + self._rng.randrange(self.n_persons)
-                    if cand not in exclude:
+                    if cand not in exclude and cand not in self.deleted:
                         uid = cand
                         break
             if uid is None:
@@ -551,6 +820,46 @@ class Dataset:
                 self._watch_seq += 1
                 repo.watchers.append((self._watch_seq, uid))
             return new
+
+    def remove_stargazers(self, full_name: str, n: int) -> list[int]:
+        """n users unstar (spread over the list, oldest stars included); returns their ids."""
+        with self.lock:
+            repo = self._require(full_name)
+            gone = self._pick(repo.stars, n)
+            repo.stars = [s for s in repo.stars if s[1] not in gone]
+            return sorted(gone)
+
+    def remove_watchers(self, full_name: str, n: int) -> list[int]:
+        """n users stop watching; returns their ids."""
+        with self.lock:
+            repo = self._require(full_name)
+            gone = self._pick(repo.watchers, n)
+            repo.watchers = [w for w in repo.watchers if w[1] not in gone]
+            return sorted(gone)
+
+    def remove_forks(self, full_name: str, n: int) -> list[int]:
+        """n direct forks are deleted (their own forks stay, as on GitHub, where the network
+        gets a new root); returns the ids of the owners who no longer have a fork of it."""
+        with self.lock:
+            repo = self._require(full_name)
+            chosen = self._pick(repo.forks, n)
+            repo.forks = [f for f in repo.forks if f[1] not in chosen]
+            owners = set()
+            for fid in chosen:
+                fork = self.repos.pop(fid)
+                self._by_name.pop((fork.owner_id, fork.name.lower()), None)
+                self._owned.get(fork.owner_id, []).remove(fid)
+                for _, child in fork.forks:
+                    self.repos[child].parent_id = None
+                owners.add(fork.owner_id)
+            remaining = {self.repos[f].owner_id for _, f in repo.forks}
+            return sorted(owners - remaining)
+
+    def _pick(self, items: list[tuple[int, int]], n: int) -> set[int]:
+        """The second member of n random items (a user id, or a fork's repository id)."""
+        if n <= 0 or not items:
+            return set()
+        return {items[i][1] for i in self._rng.sample(range(len(items)), min(n, len(items)))}
 
     def add_contributors(self, full_name: str, n: int) -> list[int]:
         with self.lock:
@@ -606,8 +915,13 @@ class Dataset:
             "add_stargazers": self.add_stargazers,
             "add_watchers": self.add_watchers,
             "add_contributors": self.add_contributors,
+            "remove_stargazers": self.remove_stargazers,
+            "remove_watchers": self.remove_watchers,
+            "remove_forks": self.remove_forks,
             "rename_repo": self.rename_repo,
             "touch_user": self.touch_user,
+            "add_items": self.add_items,
+            "set_features": self.set_features,
         }
         if op not in ops:
             raise ValueError(f"unknown op {op!r}; one of {sorted(ops)}")
@@ -633,9 +947,13 @@ class Dataset:
         Returns {"repos": {requested_full_name: {"repo_id": int|None, "full_name": str|None,
                                                  "status": str, "restricted": [relation, ...]}},
                  "users": {user_id: full REST profile (as GET /users/{login})},
+                 "gone": [user_id of deleted accounts: a collector gets only their list item],
+                 "saml_orgs": [user_id of SAML organisations: GraphQL gives only id, login, type],
                  "repo_users": {(repo_id, user_id): {"relations": set[str],
                                                      "contributions": int|None,
-                                                     "starred_at": ISO str|None}}}
+                                                     "starred_at": ISO str|None,
+                                                     "authored": {relation: {"items": int,
+                                                                  "first": ISO str, "last": ISO str}}}}}
 
         - requested names default to ``repo_names()``; status is ok | moved (renamed; full_name is
           the new name) | not_found | blocked | empty | too_large. not_found and blocked repos
@@ -645,11 +963,16 @@ class Dataset:
           users and organisations), stargazers (with starred_at), watchers.
         - a relation hidden from the token (stargazers/watchers unless it is a collaborator, and
           only when the list is not empty) is listed in "restricted" and contributes no users.
+        - author relations (issue_authors, pull_request_authors, discussion_authors) tie users and
+          bots to the items they opened, with the count and the first and last creation time.
+          Per repository, "not_applicable" names those whose feature is off, and
+          "authorless" counts, per relation, the items by deleted accounts ("ghost") and by
+          mannequins ("Mannequin"), which tie no user.
         - token_name refers to a token registered by EmulatorServer (or register_tokens);
           collaborator_repos overrides it; None for both means an unauthenticated caller.
         """
         wanted = set(relations)
-        unknown = wanted - set(RELATIONS)
+        unknown = wanted - set(ALL_RELATIONS)
         if unknown:
             raise ValueError(f"unknown relations {sorted(unknown)}")
         with self.lock:
@@ -658,6 +981,7 @@ class Dataset:
                     raise KeyError(f"token {token_name!r} is not registered")
                 collaborator_repos = self._tokens.get(token_name, ()) if token_name else ()
             patterns = tuple(collaborator_repos)
+            authored = bool(wanted & set(AUTHOR_RELATIONS))
             out_repos: dict[str, dict] = {}
             repo_users: dict[tuple[int, int], dict] = {}
 
@@ -685,6 +1009,7 @@ class Dataset:
                         "full_name": None,
                         "restricted": [],
                         "status": "not_found" if repo is None else "blocked",
+                        **({"not_applicable": [], "authorless": {}} if authored else {}),
                     }
                     continue
                 hidden = [r for r in self.restricted_relations(repo, patterns) if r in wanted]
@@ -694,6 +1019,11 @@ class Dataset:
                     "status": "moved" if moved else repo.kind,
                     "restricted": hidden,
                 }
+                if authored:
+                    out_repos[requested]["not_applicable"] = [
+                        r for r in self.not_applicable(repo) if r in wanted
+                    ]
+                    out_repos[requested]["authorless"] = {}
                 if "contributors" in wanted and repo.kind == "ok":
                     for uid, n in self.linked_contributors(repo):
                         tie(repo, uid, "contributors", contributions=n)
@@ -706,8 +1036,34 @@ class Dataset:
                 if "watchers" in wanted and "watchers" not in hidden:
                     for _, uid in repo.watchers:
                         tie(repo, uid, "watchers")
+                for rel in AUTHOR_RELATIONS:
+                    if rel not in wanted:
+                        continue
+                    authorless: dict[str, int] = {}
+                    for t, _, author in self.items(repo, rel):
+                        if author == GHOST or author in self.mannequins:
+                            kind = "ghost" if author == GHOST else "Mannequin"
+                            authorless[kind] = authorless.get(kind, 0) + 1
+                            continue
+                        tie(repo, author, rel)
+                        got = (
+                            repo_users[(repo.id, author)]
+                            .setdefault("authored", {})
+                            .setdefault(rel, {"items": 0, "first": iso(t), "last": iso(t)})
+                        )
+                        got["items"] += 1
+                        got["first"] = min(got["first"], iso(t))
+                        got["last"] = max(got["last"], iso(t))
+                    if authorless:
+                        out_repos[requested]["authorless"][rel] = authorless
             users = {uid: full_user(self, uid) for uid in sorted({u for _, u in repo_users})}
-            return {"repos": out_repos, "users": users, "repo_users": repo_users}
+            return {
+                "repos": out_repos,
+                "users": users,
+                "repo_users": repo_users,
+                "gone": sorted(self.deleted & set(users)),
+                "saml_orgs": sorted(self.saml_orgs & set(users)),
+            }
 
 
 def build_dataset(spec: DatasetSpec | None = None) -> Dataset:

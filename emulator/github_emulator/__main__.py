@@ -1,4 +1,4 @@
-"""CLI: python -m github_collector.emulator --preset demo --token t1=VALUE:collab=* ..."""
+"""CLI: python -m github_emulator --preset demo --token t1=VALUE:collab=* ..."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import signal
 import sys
 import threading
 
-from .config import TOKEN_SYNTAX, EmulatorConfig, parse_token_list, parse_token_spec
+from .config import ANSWER_KINDS, TOKEN_SYNTAX, EmulatorConfig, parse_token_list, parse_token_spec
 from .data import PRESETS, build_dataset
 from .server import EmulatorServer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m github_collector.emulator",
+        prog="python -m github_emulator",
         description="Serve a synthetic GitHub REST + GraphQL API on a local port.",
         epilog=TOKEN_SYNTAX + "\nTokens from --token and EMULATOR_TOKENS are combined. Token values are "
         "never printed.",
@@ -34,6 +34,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fault-502-rate", type=float, default=0.0)
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--graphql-timeout-nodes", type=int)
+    p.add_argument(
+        "--answer-rate",
+        action="append",
+        default=[],
+        metavar="KIND=P",
+        help="give GitHub's answer KIND to that share of the requests it applies to; KIND is one of "
+        + ", ".join(ANSWER_KINDS),
+    )
+    p.add_argument("--fault-seed", type=int, default=0, help="seed of the random faults and answers")
+    p.add_argument(
+        "--secondary-default-wait",
+        type=float,
+        default=60.0,
+        help="seconds a client must wait after a secondary limit without a usable retry-after",
+    )
+    p.add_argument(
+        "--graphql-cpu-seconds-per-minute",
+        type=float,
+        default=60.0,
+        help="GraphQL CPU time an account may use per window (0 = unlimited)",
+    )
+    p.add_argument(
+        "--punish-early", action="store_true", help="requests sent before their wait get a secondary limit"
+    )
     p.add_argument("--token", action="append", default=[], metavar="SPEC", help="see token syntax below")
     return p.parse_args(argv)
 
@@ -54,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tokens = [parse_token_spec(t) for t in args.token]
         tokens += parse_token_list(os.environ.get("EMULATOR_TOKENS", ""))
+        answer_rates = {}
+        for item in args.answer_rate:
+            kind, sep, rate = item.partition("=")
+            if not sep:
+                raise ValueError(f"--answer-rate takes KIND=P, got {item!r}")
+            answer_rates[kind.strip()] = float(rate)
         config = EmulatorConfig(
             tokens=tokens,
             window_seconds=args.window_seconds,
@@ -61,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
             fault_502_rate=args.fault_502_rate,
             latency_ms=args.latency_ms,
             graphql_timeout_nodes=args.graphql_timeout_nodes,
+            answer_rates=answer_rates,
+            fault_seed=args.fault_seed,
+            secondary_default_wait=args.secondary_default_wait,
+            graphql_cpu_seconds_per_minute=args.graphql_cpu_seconds_per_minute or None,
+            punish_early=args.punish_early,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
