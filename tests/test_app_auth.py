@@ -10,6 +10,7 @@ whole DAG run under `airflow dags test` with real Postgres).
 - a revoked installation: App-only, a clear error naming it and nothing partial recorded
   complete; with a PAT beside it, the run goes on with the PAT and completes exactly;
 - no installation token the emulator issued is found in Redis, XCom, logs or exception texts.
+- the connection test names each installation it tried, and quotes no token or key.
 """
 
 from __future__ import annotations
@@ -427,3 +428,47 @@ def test_no_installation_token_in_redis_xcom_logs_or_postgres(
     assert n_keys > 0 and n_rows > 50 and any(p.suffix == ".db" for p in files)
     assert found == []
     figure("app token scan", issued=len(issued), redis_keys=n_keys, airflow_files=len(files), hits=len(found))
+
+
+# --- the Airflow UI's connection test with an App ---------------------------------------------
+
+
+def test_connection_test_with_an_app_names_each_installation_and_quotes_no_secret(
+    app_server, keys, monkeypatch
+):
+    from github_collector.hook import GitHubHook
+
+    srv = app_server()
+    conn = {
+        "conn_type": "github_repo_users",
+        "host": srv.url,
+        "extra": {"app_id": str(APP_ID), "private_key": keys["private"]},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_APP_CONN_TEST", json.dumps(conn))
+    ok, message = GitHubHook("app_conn_test").test_connection()
+    assert ok is True, message
+    assert "3 of 3 token(s) or App installation(s) work" in message
+    for iid in INSTALLATIONS.values():
+        assert slot_name(str(APP_ID), iid) in message
+
+    srv.revoke_installation(9102)
+    # found by listing the App's installations: an uninstalled one is no longer listed
+    ok, message = GitHubHook("app_conn_test").test_connection()
+    assert ok is True and "2 of 2" in message, message
+    assert slot_name(str(APP_ID), 9102) not in message
+    # configured by id: the one GitHub no longer serves is named
+    conn["extra"]["installation_id"] = "9101, 9102"
+    monkeypatch.setenv("AIRFLOW_CONN_APP_CONN_TEST", json.dumps(conn))
+    ok, message = GitHubHook("app_conn_test").test_connection()
+    assert ok is False, message
+    assert "1 of 2" in message and slot_name(str(APP_ID), 9102) in message
+    del conn["extra"]["installation_id"]
+
+    conn["extra"]["private_key"] = keys["wrong"]  # a key GitHub does not know for this App
+    monkeypatch.setenv("AIRFLOW_CONN_APP_CONN_TEST", json.dumps(conn))
+    ok, message = GitHubHook("app_conn_test").test_connection()
+    assert ok is False and f"GitHub App {APP_ID}" in message, message
+
+    issued = srv.issued_tokens
+    assert issued and not [t for t in issued if t in message]
+    assert "PRIVATE KEY" not in message
