@@ -3,6 +3,7 @@ by hand: which windows count as closed while work remained, and what share of ea
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from pathlib import Path
 
@@ -59,3 +60,67 @@ def test_the_window_still_open_when_the_work_ended_is_not_counted():
     assert out["core_closed_windows"] == 1
     assert out["core_spent_min"] == pytest.approx(1.0)
     assert out["graphql_closed_windows"] == 0 and out["graphql_spent_min"] is None
+
+
+# -- runs through Airflow: the run's span and task states from its metadata rows -----------------
+def _ti(task: str, index: int, state: str, start: str | None, end: str | None) -> dict:
+    return {"task_id": task, "map_index": index, "state": state, "start_date": start, "end_date": end}
+
+
+TIS = [
+    _ti("plan", -1, "success", "2026-01-01 10:00:05.000000", "2026-01-01 10:00:09.000000"),
+    _ti("collect.quota_gate", 0, "success", "2026-01-01 10:00:10.000000", "2026-01-01 10:00:11.000000"),
+    _ti("collect.fetch", 1, "skipped", "2026-01-01 10:01:00.000000", "2026-01-01 10:01:00.500000"),
+    _ti("collect.fetch", 0, "success", "2026-01-01 10:00:11.000000", "2026-01-01 10:00:59.000000"),
+    _ti("commit", -1, "success", "2026-01-01 10:01:01.000000", "2026-01-01 10:01:03.000000"),
+]
+
+
+def test_a_dags_test_run_is_timed_from_its_first_task_in_utc():
+    # SQLite keeps naive UTC text; the run row's start_date (before the DAG is parsed again) is not used
+    run = {"state": "success", "queued_at": None, "start_date": "2026-01-01 10:00:00.000000"}
+    start, wall, states = qb.airflow_outcome(run | {"end_date": "2026-01-01 10:01:04.000000"}, TIS, False)
+    assert start == dt.datetime(2026, 1, 1, 10, 0, 5, tzinfo=dt.UTC).timestamp()
+    assert wall == pytest.approx(59.0)
+    assert states == {"commit": "success", "slots": ["skipped", "success"]}
+
+
+def test_a_dags_test_run_without_task_starts_is_timed_from_the_run_start():
+    # Airflow 2.x's dags test leaves task_instance.start_date empty
+    tis = [t | {"start_date": None} for t in TIS]
+    run = {"state": "success", "queued_at": None, "start_date": "2026-01-01 10:00:00.000000"}
+    _start, wall, _states = qb.airflow_outcome(run | {"end_date": "2026-01-01 10:01:04.000000"}, tis, False)
+    assert wall == pytest.approx(64.0)
+
+
+def test_a_triggered_run_is_timed_from_its_queueing_to_its_end():
+    utc = dt.UTC
+    run = {
+        "state": "success",
+        "queued_at": dt.datetime(2026, 1, 1, 9, 59, 58, tzinfo=utc),
+        "start_date": dt.datetime(2026, 1, 1, 10, 0, 1, tzinfo=utc),
+        "end_date": None,  # not written: the last task's end stands in
+    }
+    _start, wall, _states = qb.airflow_outcome(run, TIS, True)
+    assert wall == pytest.approx(65.0)
+
+
+def test_a_run_whose_plan_failed_reports_the_plan_as_the_commit_does_in_process():
+    tis = [_ti("plan", -1, "failed", "2026-01-01 10:00:05", "2026-01-01 10:00:06")]
+    run = {"state": "failed", "queued_at": None, "end_date": "2026-01-01 10:00:07"}
+    _start, wall, states = qb.airflow_outcome(run, tis, False)
+    assert wall == pytest.approx(2.0)
+    assert states == {"commit": "failed", "slots": []}
+
+
+def test_a_failed_run_is_a_goal_not_met_and_a_skipped_one_only_a_note():
+    res = {
+        "runs": [],
+        "not_run": [
+            {"label": "1 token", "way": qb.CELERY, "reason": "TimeoutError: ...", "failed": True},
+            {"label": "3 tokens", "way": qb.CELERY, "reason": qb.skip_reason(qb.CELERY, 2), "failed": False},
+        ],
+    }
+    assert qb.skip_reason(qb.CELERY, 2) and qb.skip_reason(qb.CELERY, 3) is None
+    assert qb.skip_reason(qb.DAGS_TEST, 2) is None
+    assert qb.goal_rows(res) == [(f"1 token ({qb.CELERY}): run to the end", "done", "failed", False)]
