@@ -51,7 +51,7 @@ GOALS = {"spent_share": 0.95, "reset_gap_s": 2.0, "windows_over_floor": 1, "seco
 
 IN_PROCESS, DAGS_TEST, CELERY = "in process", "airflow dags test", "Celery, 2 workers"
 # The same workload through Airflow itself as well: (way, label of a CONFIGS entry)
-AIRFLOW_RUNS = [(DAGS_TEST, "1 token"), (CELERY, "1 token"), (CELERY, "3 tokens, 3 accounts")]
+AIRFLOW_RUNS = [(way, label) for way in (DAGS_TEST, CELERY) for label, _, _ in CONFIGS]
 RELATIONS = ["contributors", "forkers", "stargazers", "watchers"]  # InProcessRun's default
 # The run's conf: what InProcessRun's plan gets (the DAG's own defaults differ)
 CONF = {"relations": RELATIONS, "batch_size": 3, "full_refresh": False}

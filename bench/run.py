@@ -4,7 +4,7 @@ as JSON (bench/results.json). Figures only: nothing here asserts a timing.
     python bench/run.py                 # every figure (make bench): 100 repos, 1k and 10k repos, commits to 1M
     python bench/run.py --quick         # small dataset and scale, commit of 10k (bench/results-quick.json)
     python bench/run.py --only quota,commit --scales ''   # some sections only, no scale runs
-    python bench/run.py --only quota_bound --scales ''    # the quota-bound runs alone (~8 min)
+    python bench/run.py --only quota_bound --scales ''    # the quota-bound runs alone (~15 min)
 
 See bench/README.md for what each figure means.
 """
