@@ -348,7 +348,9 @@ def analyse(log: list[dict], stats: dict, wall: float, limits: dict[str, int]) -
     return out
 
 
-def run() -> dict:
+def run(airflow_ways: bool = True) -> dict:
+    """Every configuration in process, and through Airflow too unless ``airflow_ways`` is off
+    (bench/run.py --quick: the Airflow ways take most of the section's ~15 min)."""
     from github_emulator import DatasetSpec, TokenConfig, build_dataset
 
     dataset = build_dataset(DatasetSpec(**SPEC))
@@ -377,7 +379,7 @@ def run() -> dict:
 
     results["not_run"] = []
     planned = [(IN_PROCESS, c) for c in CONFIGS] + [
-        (way, next(c for c in CONFIGS if c[0] == label)) for way, label in AIRFLOW_RUNS
+        (way, next(c for c in CONFIGS if c[0] == label)) for way, label in AIRFLOW_RUNS if airflow_ways
     ]
     for way, (label, accounts, cpu) in planned:
         reason = skip_reason(way, airflow_major())
