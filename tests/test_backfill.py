@@ -392,6 +392,10 @@ def test_airflow3_backfill_create_matches_one_by_one_runs_and_reprocesses(
             },
         )
         migrate(env)
+        # The tight quota alone yields a deferral only if the fetch outpaces the windows, which
+        # a slow machine may not: the backfill's first GraphQL request also meets a secondary
+        # limit whose retry-after (25 s) is past max_inline_wait.
+        srv.inject("graphql_secondary_403", wait=25)
         api = [AIRFLOW, "api-server", "--apps", "execution", "-H", "127.0.0.1", "-p", str(port), "-w", "1"]
         commands = {
             "api-server": api,
@@ -413,6 +417,7 @@ def test_airflow3_backfill_create_matches_one_by_one_runs_and_reprocesses(
             assert runs == [(d, "backfill", "success") for d in DATES]
             took = time.monotonic() - started
             hits = srv.stats()["primary_limit_hits"]
+            assert srv.app.pending_answers() == [], "the backfill never met the injected secondary limit"
             served = _served_deferrals(tmp_path / "backfill" / "logs", meta[1])
             assert served, f"no deferral served by the triggerer ({hits} primary limit hits):\n" + _tail(
                 services[-1].output()
