@@ -20,6 +20,7 @@ a second), so the windows are rebuilt from the log as the emulator kept them.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import os
 import statistics
@@ -50,8 +51,12 @@ CONFIGS = [
 GOALS = {"spent_share": 0.95, "reset_gap_s": 2.0, "windows_over_floor": 1, "secondary_hits": 0}
 
 IN_PROCESS, DAGS_TEST, CELERY = "in process", "airflow dags test", "Celery, 2 workers"
+CELERY_DEFERRED = "Celery, every wait deferred"  # max_inline_wait 0: the triggerer serves each wait
 # The same workload through Airflow itself as well: (way, label of a CONFIGS entry)
-AIRFLOW_RUNS = [(way, label) for way in (DAGS_TEST, CELERY) for label, _, _ in CONFIGS]
+AIRFLOW_RUNS = [(way, label) for way in (DAGS_TEST, CELERY) for label, _, _ in CONFIGS] + [
+    (CELERY_DEFERRED, "1 token"),
+    (CELERY_DEFERRED, "3 tokens, 3 accounts"),
+]
 RELATIONS = ["contributors", "forkers", "stargazers", "watchers"]  # InProcessRun's default
 # The run's conf: what InProcessRun's plan gets (the DAG's own defaults differ)
 CONF = {"relations": RELATIONS, "batch_size": 3, "full_refresh": False}
@@ -77,7 +82,7 @@ def _first_reset(srv) -> dict:
     return {a: {x: w[x]["reset"] for x in RESOURCES} for a, w in srv.stats()["accounts"].items()}
 
 
-def _conn_env(url: str, tokens, db: str, prefix: str) -> dict[str, str]:
+def _conn_env(url: str, tokens, db: str, prefix: str, **github_extra: object) -> dict[str, str]:
     from fault_harness import conn_env
 
     return conn_env(
@@ -85,7 +90,7 @@ def _conn_env(url: str, tokens, db: str, prefix: str) -> dict[str, str]:
         tokens=[t.token for t in tokens],
         pg_db=db,
         prefix=prefix,
-        github_extra={"reserve": RESERVE},
+        github_extra={"reserve": RESERVE, **github_extra},
     )
 
 
@@ -227,9 +232,11 @@ def _run_dags_test(dataset, tokens, cpu: float | None, tag: str) -> tuple[list[d
             return srv.request_log(), stats, wall, states
 
 
-def _run_celery(dataset, tokens, cpu: float | None, tag: str) -> tuple[list[dict], dict, float, dict]:
+def _run_celery(
+    dataset, tokens, cpu: float | None, tag: str, **github_extra: object
+) -> tuple[list[dict], dict, float, dict]:
     """The run on a Celery cluster as tests/test_distributed_celery.py starts it (two workers of
-    two processes each), at the product's default settings but the reserve."""
+    two processes each), at the product's default settings but the reserve (and github_extra)."""
     from celery_cluster import CeleryCluster
     from e2e_harness import free_port
 
@@ -243,7 +250,10 @@ def _run_celery(dataset, tokens, cpu: float | None, tag: str) -> tuple[list[dict
         tempfile.TemporaryDirectory(prefix="qb-celery-") as workdir,
     ):
         # Every component parses the DAG with the same number of mapped slots.
-        env = {**_conn_env(url, tokens, db, r.prefix), "GITHUB_REPO_USERS_FETCH_SLOTS": str(SLOTS)}
+        env = {
+            **_conn_env(url, tokens, db, r.prefix, **github_extra),
+            "GITHUB_REPO_USERS_FETCH_SLOTS": str(SLOTS),
+        }
         t0 = time.time()
         with CeleryCluster(
             Path(workdir),
@@ -260,16 +270,32 @@ def _run_celery(dataset, tokens, cpu: float | None, tag: str) -> tuple[list[dict
                 if state != "success":
                     say(f"quota-bound: Celery run {state}: {cluster.summary(run_id)}")
                 _start, wall, states = airflow_outcome(*_pg_run(cluster.meta_dsn, run_id), from_queued=True)
+                states["deferrals"] = _deferrals(cluster.home / "logs", run_id)
                 stats = {**srv.stats(), "first_reset": first_reset, "startup_s": round(startup, 1)}
                 return srv.request_log(), stats, wall, states
 
 
-RUNNERS = {IN_PROCESS: _run_dag, DAGS_TEST: _run_dags_test, CELERY: _run_celery}
+def _deferrals(logs: Path, run_id: str) -> int:
+    """Deferrals of the run's tasks, by their own logs: the fetch and the quota gate each log
+    "deferring until" as they defer (the triggerer's logs beside them are left out)."""
+    return sum(
+        path.read_text(errors="replace").count("deferring until")
+        for path in (logs / "dag_id=github_repo_users" / f"run_id={run_id}").rglob("*.log")
+        if ".log.trigger." not in path.name
+    )
+
+
+RUNNERS = {
+    IN_PROCESS: _run_dag,
+    DAGS_TEST: _run_dags_test,
+    CELERY: _run_celery,
+    CELERY_DEFERRED: functools.partial(_run_celery, max_inline_wait=0),
+}
 
 
 def skip_reason(way: str, airflow_major: int) -> str | None:
     """Why a way of running cannot run on this Airflow, or None."""
-    if way == CELERY and airflow_major < 3:
+    if way in (CELERY, CELERY_DEFERRED) and airflow_major < 3:
         return "the Celery cluster (api-server, task execution API, dag-processor) is Airflow 3's"
     return None
 
@@ -493,7 +519,9 @@ def render(res: dict, table) -> str:
             r["wall_windows"],
             r["floor_windows"],
             r.get("startup_s"),
-            "/".join(r["tasks"]["slots"]) + f", commit {r['tasks']['commit']}",
+            "/".join(r["tasks"]["slots"])
+            + f", commit {r['tasks']['commit']}"
+            + (f", {r['tasks']['deferrals']} deferrals" if r["tasks"].get("deferrals") is not None else ""),
         ]
         for r in res["runs"]
     ]

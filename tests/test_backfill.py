@@ -251,9 +251,9 @@ def test_airflow2_dags_backfill_matches_one_by_one_runs(tmp_path, dataset, datab
         )
         migrate(env)
         # The tight quota alone binds only if the fetch outpaces the windows, which a slow
-        # machine may not: the backfill's first GraphQL request also meets GitHub's
-        # RATE_LIMITED answer, which empties the window until its reset.
-        srv.inject("graphql_rate_limited")
+        # machine may not: the backfill's first GraphQL request also meets a secondary limit
+        # whose retry-after (12 s) is longer than the resume lead a deferral ends before it.
+        srv.inject("graphql_secondary_403", wait=12)
         backfill_cmd = [AIRFLOW, "dags", "backfill", "-s", DATES[0], "-e", DATES[-1]]
         backfill_cmd += ["-c", json.dumps(_conf(dataset)), DAG_ID]
         with (
@@ -275,7 +275,7 @@ def test_airflow2_dags_backfill_matches_one_by_one_runs(tmp_path, dataset, datab
             assert triggerer.running(), _tail(triggerer.output())
             one_by_one.result(timeout=TIMEOUT)
         hits = srv.stats()["primary_limit_hits"]
-        assert srv.app.pending_answers() == [], "the backfill never met the injected RATE_LIMITED answer"
+        assert srv.app.pending_answers() == [], "the backfill never met the injected secondary limit"
 
     # Quota ran out during the backfill, tasks deferred, and the triggerer resumed them.
     served = _served_deferrals(tmp_path / "backfill" / "logs", meta[1])

@@ -124,3 +124,15 @@ def test_a_failed_run_is_a_goal_not_met_and_a_skipped_one_only_a_note():
     assert qb.skip_reason(qb.CELERY, 2) and qb.skip_reason(qb.CELERY, 3) is None
     assert qb.skip_reason(qb.DAGS_TEST, 2) is None
     assert qb.goal_rows(res) == [(f"1 token ({qb.CELERY}): run to the end", "done", "failed", False)]
+
+
+def test_deferrals_are_counted_from_the_runs_task_logs_not_the_triggerers(tmp_path):
+    task = tmp_path / "dag_id=github_repo_users" / "run_id=r1" / "task_id=collect.fetch" / "map_index=0"
+    task.mkdir(parents=True)
+    (task / "attempt=1.log").write_text("checkpoint stored, deferring until 1\\n...deferring until 2\\n")
+    (task / "attempt=1.log.trigger.7.log").write_text("deferring until 3\\n")
+    other = tmp_path / "dag_id=github_repo_users" / "run_id=r2" / "task_id=collect.fetch"
+    other.mkdir(parents=True)
+    (other / "attempt=1.log").write_text("deferring until 4\\n")
+    assert qb._deferrals(tmp_path, "r1") == 2
+    assert qb._deferrals(tmp_path, "r3") == 0

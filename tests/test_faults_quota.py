@@ -40,7 +40,8 @@ def env(monkeypatch, fresh_db, key_prefix):
             tokens=tokens,
             pg_db=fresh_db[0],
             prefix=key_prefix,
-            github_extra={"max_inline_wait": 0, **extra},
+            # every wait a deferral ending at the reset (test_resume_lead covers ending early)
+            github_extra={"max_inline_wait": 0, "resume_lead": 0, **extra},
         )
         for k, v in values.items():
             monkeypatch.setenv(k, v)
@@ -112,6 +113,50 @@ def test_exhaustion_at_random_points_defers_and_completes_exactly(
             lost=0,
             duplicates=0,
         )
+
+
+def test_deferrals_end_resume_lead_early_and_the_task_sleeps_to_the_reset(
+    dataset, env, fresh_db, figure, redis_client
+):
+    """A deferral for quota ends resume_lead (default 3 s) before the reset it waits for, and
+    the resumed task sleeps the rest: Airflow's way back from a trigger does not delay the
+    first request of the new window, and no request goes out before the reset."""
+    tokens = [
+        TokenConfig(name="t0", token=TOKENS[0], core_limit=6, graphql_limit=5, collaborator_repos=("*",))
+    ]
+    names = dataset.repo_names()
+    with EmulatorServer(dataset, EmulatorConfig(tokens=tokens, window_seconds=8)) as srv:
+        env(srv.url, TOKENS[:1], resume_lead=3)
+        out = InProcessRun("quota-lead", slots=2).run({"repositories": names, "batch_size": 3})
+        slots = out["slots"]
+        assert all(o.state in ("success", "skipped") for o in slots.values()), {
+            s: repr(o.error) for s, o in slots.items()
+        }
+        assert out["commit"].state == "success", repr(out["commit"].error)
+        log = srv.request_log()
+    deferrals = [m for o in slots.values() for m in o.deferrals]
+    sleeps = [s for o in slots.values() for s in o.sleeps]
+    assert deferrals, "the quota never ran out: the test proves nothing"
+    resets = sorted({e["reset"] for e in log if e.get("cost")})
+    ahead = []  # seconds each deferral ended before the reset (+1 s pad) it waited for
+    for moment in deferrals:
+        awaited = min((r + 1 for r in resets if r + 1 > moment), default=None)
+        assert awaited is not None, f"a deferral until {moment} waited for no reset"
+        ahead.append(round(awaited - moment, 2))
+    assert all(0 < a <= 3 + 1e-3 for a in ahead), ahead
+    # the rest of each wait was slept in the task, a lead's worth at most
+    assert sleeps and max(sleeps) <= 3 + 0.1, sorted(sleeps)[-5:]
+    assert not [e for e in log if e.get("early")], "a request went out before its prescribed wait"
+    assert srv.stats()["primary_limit_hits"] == 0
+    _check_exact(dataset, names, fresh_db[1])
+    figure(
+        "deferrals ending before the reset",
+        deferrals=len(deferrals),
+        ended_before_reset_s=f"{min(ahead)}..{max(ahead)}",
+        longest_sleep_in_task_s=round(max(sleeps), 2),
+        lost=0,
+        duplicates=0,
+    )
 
 
 def test_a_token_revoked_mid_run_is_named_and_the_run_goes_on(dataset, env, fresh_db, figure, product_log):

@@ -128,6 +128,7 @@ def test_every_form_field_is_an_extra_the_hook_reads():
         "reserve": 7,
         "timeout": "2.5",
         "max_inline_wait": "4",
+        "resume_lead": "1.5",
         "rest_per_minute": 11,
         "graphql_per_minute": 13,
         "pace_window": "0.5",

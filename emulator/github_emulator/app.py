@@ -455,7 +455,7 @@ class EmulatorApp:
             if cost:
                 # The window's units left after this charge: lets a test check that no token
                 # ever went below its reserve, in any window, whoever sent the requests.
-                note = {**(note or {}), "remaining": window.remaining}
+                note = {**(note or {}), "remaining": window.remaining, "reset": window.reset}
             self.acc.record(
                 who, method, log_path, result_status, resource, cost, faults, note, answer=answer, early=early
             )

@@ -63,6 +63,14 @@ FIELDS: tuple[FormField, ...] = (
         "30",
     ),
     FormField(
+        "resume_lead",
+        "string",
+        "Resume before the reset (s)",
+        "A deferral for quota ends this many seconds before GitHub's reset and the task sleeps "
+        "the rest: a number from 0 to 60 (default 3).",
+        "3",
+    ),
+    FormField(
         "rest_per_minute",
         "integer",
         "REST requests per token and minute",

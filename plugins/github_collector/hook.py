@@ -7,7 +7,10 @@ Connection fields:
 - password: a token;
 - extra (JSON), all optional: ``tokens`` (list of more tokens, or one comma-separated string),
   ``reserve`` (units left untouched on every token, default 50), ``timeout`` (read timeout in
-  seconds, default 30), ``max_inline_wait`` (longest wait inside a worker, default 30 s),
+  seconds, default 30), ``max_inline_wait`` (longest wait inside a worker, default 30 s), ``resume_lead`` (a
+  deferral for quota ends this many seconds before the reset and the resumed task sleeps the
+  rest, so Airflow's resume latency does not delay the first request; default 3 s, 0 to end
+  deferrals at the reset; waits this short are always slept),
   ``rest_per_minute`` / ``graphql_per_minute`` (requests per token and minute, default 720 and
   1600: 80% of GitHub's secondary limits; 0 turns pacing off), ``pace_window`` (seconds the
   per-minute rates are counted over, default 60; an emulator with shorter windows uses less),
@@ -121,6 +124,7 @@ def parse_settings(
         "reserve": int(_number("reserve", 50, 0, 100_000)),
         "timeout": _number("timeout", 30, 1, 600),
         "max_inline_wait": _number("max_inline_wait", 30, 0, 900),
+        "resume_lead": _number("resume_lead", 3, 0, 60),
         "per_minute": {
             "core": int(_number("rest_per_minute", DEFAULT_PACE["core"], 0, 100_000)),
             "graphql": int(_number("graphql_per_minute", DEFAULT_PACE["graphql"], 0, 100_000)),

@@ -27,6 +27,7 @@ from github_collector.errors import (
 )
 from github_collector.hook import GitHubHook
 from github_collector.staging import LOST_MESSAGE, Staging, StagingLost, run_namespace
+from github_collector.waiting import plan_wait
 
 # A progress line at most this often (and after any page read slower than that): a page
 # every few milliseconds would flood the log, a line only every minute would tell too little.
@@ -178,15 +179,25 @@ class FetchBatchOperator(BaseOperator):
                 except QuotaExhausted as exc:
                     self._read_ahead(staging, plan, slot, index, collector, sink)
                     sink.start_batch(index)
-                    # reset_at already holds GitHub's wait with its +1 s pad (the quota store's)
-                    wait = exc.reset_at - time.time()
-                    if wait <= client.max_inline_wait and waits < MAX_INLINE_WAITS:
-                        # A short wait costs less here than a task exit, a trigger and a resume.
-                        time.sleep(max(wait, 0) + 0.005)
+                    # reset_at already holds GitHub's wait with its +1 s pad (the quota store's).
+                    # A short wait costs less here than a task exit, a trigger and a resume.
+                    decision = plan_wait(
+                        exc.reset_at,
+                        time.time(),
+                        client.max_inline_wait,
+                        hook.settings["resume_lead"],
+                        force_defer=waits >= MAX_INLINE_WAITS,
+                    )
+                    if not decision.defer:
+                        time.sleep(decision.seconds + 0.005)
                         continue
                     report(state, True)
-                    moment = dt.datetime.fromtimestamp(exc.reset_at, tz=dt.UTC)
-                    self.log.warning("%s; checkpoint stored, deferring until %s", exc, moment.isoformat())
+                    moment = dt.datetime.fromtimestamp(decision.until, tz=dt.UTC)
+                    self.log.warning(
+                        "%s; checkpoint stored, deferring until %s (the rest is slept on resuming)",
+                        exc,
+                        moment.isoformat(),
+                    )
                     metrics.incr("deferrals")
                     from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 

@@ -29,6 +29,7 @@ from github_collector.hook import GitHubHook
 from github_collector.queries import GRAPHQL_RELATIONS
 from github_collector.quota import RESOURCES
 from github_collector.staging import LOST_MESSAGE, Staging, run_namespace
+from github_collector.waiting import plan_wait
 
 CONNECTIONS_PER_QUERY = 10
 MAX_INLINE_WAITS = 5  # short waits slept through in a row before deferring anyway
@@ -77,6 +78,7 @@ class RateLimitSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self._next_check: float | None = None
         self._max_inline_wait = 0.0
+        self._resume_lead = 0.0
 
     def poke(self, context: Any) -> bool:
         hook = GitHubHook(self.github_conn_id, self.redis_conn_id, key_prefix=settings.key_prefix())
@@ -90,6 +92,7 @@ class RateLimitSensor(BaseSensorOperator):
             raise AirflowSkipException(f"slot {self.slot}: every batch is taken by other slots")
         client = hook.get_conn(repos=plan.get("repositories"))
         self._max_inline_wait = hook.settings["max_inline_wait"]
+        self._resume_lead = hook.settings["resume_lead"]
         client.ensure_quota_records(refresh_stale=True)  # free: GET /rate_limit
         store = hook.get_quota_store()
         need = estimate_cost(plan["batches"][index], self.relations or plan["relations"])
@@ -134,11 +137,11 @@ class RateLimitSensor(BaseSensorOperator):
         for _ in range(MAX_INLINE_WAITS):
             if self.poke(context):
                 return
-            wait = (self._next_check or 0) - time.time()
-            if wait > self._max_inline_wait:
+            decision = plan_wait(self._next_check or 0, time.time(), self._max_inline_wait, self._resume_lead)
+            if decision.defer:
                 break
-            self.log.info("quota short for %.0f s: waiting here rather than deferring", max(wait, 0))
-            time.sleep(max(wait, 0))
+            self.log.info("quota short for %.0f s: waiting here rather than deferring", decision.seconds)
+            time.sleep(decision.seconds)
         if time.time() - started >= self._timeout_s():
             msg = f"no token could pay this slot's next request within the gate's timeout ({self._timeout_s():.0f} s)"
             if self.soft_fail:
@@ -150,8 +153,13 @@ class RateLimitSensor(BaseSensorOperator):
         from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
         # _next_check already holds the store's pad (reset + 1 s: GitHub's reset is a whole
-        # second). A wait past the timeout's end resumes at that end, to time out then.
-        until = min(self._next_check or time.time(), started + self._timeout_s())
+        # second). The deferral ends resume_lead s before it (waiting.py); a wait past the
+        # timeout's end resumes at that end, to time out then.
+        now = time.time()
+        decision = plan_wait(
+            self._next_check or now, now, self._max_inline_wait, self._resume_lead, force_defer=True
+        )
+        until = min(decision.until, started + self._timeout_s())
         moment = dt.datetime.fromtimestamp(until, tz=dt.UTC)
         self.log.info("no token can pay this slot's next request; deferring until %s", moment.isoformat())
         self.defer(
