@@ -278,9 +278,11 @@ def _run_celery(
 def _deferrals(logs: Path, run_id: str) -> int:
     """Deferrals of the run's tasks, by their own logs: the fetch and the quota gate each log
     "deferring until" as they defer (the triggerer's logs beside them are left out)."""
+    from celery_cluster import DAG_ID
+
     return sum(
         path.read_text(errors="replace").count("deferring until")
-        for path in (logs / "dag_id=github_repo_users" / f"run_id={run_id}").rglob("*.log")
+        for path in (logs / f"dag_id={DAG_ID}" / f"run_id={run_id}").rglob("*.log")
         if ".log.trigger." not in path.name
     )
 

@@ -56,6 +56,12 @@ def conn_env(
     }
 
 
+def set_connections(monkeypatch, **kwargs) -> None:
+    """conn_env(**kwargs), set in the test's environment (undone after the test)."""
+    for k, v in conn_env(**kwargs).items():
+        monkeypatch.setenv(k, v)
+
+
 def recording_sleep(seconds: float) -> None:
     """time.sleep that remembers how long tasks slept (patched in by the tests)."""
     log = getattr(_in_task, "sleeps", None)

@@ -16,6 +16,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from fault_harness import set_connections
 from fixtures_emulator import *  # noqa: F403
 from support import listed_repo, make_client
 
@@ -198,14 +199,14 @@ def test_a_second_401_rejects_for_an_hour_and_the_plans_check_clears_it(
     assert store.is_rejected(fp)
     assert 0 < redis_client.ttl(store._k("rejected", fp)) <= 3600
     # The plan's token check gets a 200 with it: the mark goes, and the next run works.
-    for k, v in {
-        "GITHUB_REPO_USERS_REDIS_PREFIX": key_prefix,
-        "AIRFLOW_CONN_REDIS_DEFAULT": json.dumps({"conn_type": "redis", "host": "127.0.0.1", "port": 6379}),
-        "AIRFLOW_CONN_GITHUB_DEFAULT": json.dumps(
-            {"conn_type": "github_repo_users", "host": srv.url, "password": EMU_TOKEN_COLLAB}  # noqa: F405
-        ),
-    }.items():
-        monkeypatch.setenv(k, v)
+    set_connections(
+        monkeypatch,
+        github_url=srv.url,
+        tokens=[EMU_TOKEN_COLLAB],  # noqa: F405
+        pg_db="unused",
+        prefix=key_prefix,
+        github_extra={"reserve": 50},
+    )
     assert GitHubHook().check_tokens(quota=store) == [fp]
     assert not store.is_rejected(fp)
     again = make_client(srv.url, [EMU_TOKEN_COLLAB], redis_client, key_prefix)  # noqa: F405
@@ -286,19 +287,14 @@ def test_a_resting_account_holds_back_the_sensor_too(
     from github_collector.staging import Staging, run_namespace
 
     srv = emu_server_factory(tokens=one_account())
-    for k, v in {
-        "GITHUB_REPO_USERS_REDIS_PREFIX": key_prefix,
-        "AIRFLOW_CONN_REDIS_DEFAULT": json.dumps({"conn_type": "redis", "host": "127.0.0.1", "port": 6379}),
-        "AIRFLOW_CONN_GITHUB_DEFAULT": json.dumps(
-            {
-                "conn_type": "github_repo_users",
-                "host": srv.url,
-                "password": TOK_A,
-                "extra": {"tokens": [TOK_B]},
-            }
-        ),
-    }.items():
-        monkeypatch.setenv(k, v)
+    set_connections(
+        monkeypatch,
+        github_url=srv.url,
+        tokens=[TOK_A, TOK_B],
+        pg_db="unused",
+        prefix=key_prefix,
+        github_extra={"reserve": 50},
+    )
     ns = run_namespace(key_prefix, "github_repo_users", "run-rest")
     Staging(redis_client, ns).save_plan({"relations": ["contributors", "forkers"], "batches": [["a/b"] * 2]})
     client = make_client(srv.url, [TOK_A, TOK_B], redis_client, key_prefix)

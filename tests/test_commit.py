@@ -9,7 +9,7 @@ import uuid
 
 import psycopg
 import pytest
-from fault_harness import conn_env
+from fault_harness import set_connections
 
 from github_collector import run_tasks
 from github_collector.collector import Step
@@ -28,10 +28,9 @@ def target(pg_dsn, pg_database, key_prefix, monkeypatch):
     with psycopg.connect(pg_dsn, autocommit=True) as c:
         c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         c.execute(f'CREATE DATABASE "{db}"')
-    for k, v in conn_env(
-        github_url="http://127.0.0.1:9", tokens=["unused"], pg_db=db, prefix=key_prefix
-    ).items():
-        monkeypatch.setenv(k, v)
+    set_connections(
+        monkeypatch, github_url="http://127.0.0.1:9", tokens=["unused"], pg_db=db, prefix=key_prefix
+    )
     yield f"host=127.0.0.1 port=5432 user=postgres dbname={db}"
     with psycopg.connect(pg_dsn, autocommit=True) as c:
         c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

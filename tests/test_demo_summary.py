@@ -8,7 +8,7 @@ import uuid
 import psycopg
 import pytest
 from e2e_harness import read_back
-from fault_harness import InProcessRun, conn_env, failures
+from fault_harness import InProcessRun, failures, set_connections
 
 from github_collector.summary import summary_lines
 from github_emulator import DatasetSpec, EmulatorConfig, EmulatorServer, TokenConfig, build_dataset
@@ -37,10 +37,7 @@ def committed(fresh_db, key_prefix, monkeypatch):
     ordinary = [n for n in names if not n.startswith("emulator-fixtures/")]
     cfg = EmulatorConfig(tokens=[TokenConfig(name="t", token=TOKEN, collaborator_repos=(ordinary[0],))])
     with EmulatorServer(dataset, cfg) as srv:
-        for k, v in conn_env(
-            github_url=srv.url, tokens=[TOKEN], pg_db=fresh_db[0], prefix=key_prefix
-        ).items():
-            monkeypatch.setenv(k, v)
+        set_connections(monkeypatch, github_url=srv.url, tokens=[TOKEN], pg_db=fresh_db[0], prefix=key_prefix)
         out = InProcessRun(f"sum-{uuid.uuid4().hex[:6]}", slots=2).run(
             {"repositories": names, "batch_size": 4}, concurrent=False
         )

@@ -14,7 +14,7 @@ import threading
 import psycopg
 import pytest
 from e2e_harness import duplicate_count, read_back
-from fault_harness import ALL, InProcessRun, conn_env
+from fault_harness import ALL, InProcessRun, set_connections
 from support import MemorySink, diff_against_truth, make_client
 
 from github_collector.collector import Collector, new_batch_state
@@ -48,10 +48,14 @@ def run_dag(emulator, monkeypatch, fresh_db, key_prefix):
     """run_dag(run_id, **github_extra) -> the outcome of plan >> collect >> commit, in process."""
 
     def run(run_id: str, conf: dict | None = None, **extra) -> dict:
-        for k, v in conn_env(
-            github_url=emulator.url, tokens=TOKENS, pg_db=fresh_db[0], prefix=key_prefix, github_extra=extra
-        ).items():
-            monkeypatch.setenv(k, v)
+        set_connections(
+            monkeypatch,
+            github_url=emulator.url,
+            tokens=TOKENS,
+            pg_db=fresh_db[0],
+            prefix=key_prefix,
+            github_extra=extra,
+        )
         conf = {"repositories": emulator.app.ds.repo_names(), "batch_size": 3, **(conf or {})}
         return InProcessRun(run_id, slots=2).run(conf)
 

@@ -16,7 +16,7 @@ import time
 import psycopg
 import pytest
 from e2e_harness import duplicate_count, read_back
-from fault_harness import ALL, InProcessRun, conn_env
+from fault_harness import ALL, InProcessRun, set_connections
 from private_redis import PrivateRedis
 from support import diff_against_truth
 
@@ -40,10 +40,9 @@ def _start(dataset, tmp_path, monkeypatch, fresh_db, appendonly: bool):
     )
     srv = EmulatorServer(dataset, cfg).start()
     rds = PrivateRedis(tmp_path, appendonly=appendonly).start()
-    for k, v in conn_env(
-        github_url=srv.url, tokens=TOKENS, pg_db=fresh_db[0], prefix=PREFIX, redis_port=rds.port
-    ).items():
-        monkeypatch.setenv(k, v)
+    set_connections(
+        monkeypatch, github_url=srv.url, tokens=TOKENS, pg_db=fresh_db[0], prefix=PREFIX, redis_port=rds.port
+    )
     return srv, rds
 
 

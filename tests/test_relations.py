@@ -9,7 +9,7 @@ import uuid
 import psycopg
 import pytest
 from e2e_harness import read_back
-from fault_harness import ALL, InProcessRun, conn_env, failures
+from fault_harness import ALL, InProcessRun, failures, set_connections
 from support import diff_against_truth
 
 from github_emulator import DatasetSpec, EmulatorConfig, EmulatorServer, TokenConfig, build_dataset
@@ -26,10 +26,7 @@ def world(fresh_db, key_prefix, monkeypatch):
     # The incremental mechanics alone: no scheduled re-listing (test_faults_months covers it).
     monkeypatch.setenv("GITHUB_REPO_USERS_RELIST_DAYS", "0")
     with EmulatorServer(dataset, cfg) as srv:
-        for k, v in conn_env(
-            github_url=srv.url, tokens=[TOKEN], pg_db=fresh_db[0], prefix=key_prefix
-        ).items():
-            monkeypatch.setenv(k, v)
+        set_connections(monkeypatch, github_url=srv.url, tokens=[TOKEN], pg_db=fresh_db[0], prefix=key_prefix)
         yield dataset, fresh_db[1]
 
 

@@ -12,7 +12,7 @@ import uuid
 import psycopg
 import pytest
 from e2e_harness import read_back
-from fault_harness import ALL, InProcessRun, conn_env, failures
+from fault_harness import ALL, InProcessRun, failures, set_connections
 from support import diff_against_truth
 
 from github_collector.collector import relist_phase
@@ -31,10 +31,7 @@ def world(fresh_db, key_prefix, monkeypatch):
     cfg = EmulatorConfig(tokens=[TokenConfig(name="t", token=TOKEN, collaborator_repos=("*",))])
     monkeypatch.setenv("GITHUB_REPO_USERS_RELIST_DAYS", str(EVERY))
     with EmulatorServer(dataset, cfg) as srv:
-        for k, v in conn_env(
-            github_url=srv.url, tokens=[TOKEN], pg_db=fresh_db[0], prefix=key_prefix
-        ).items():
-            monkeypatch.setenv(k, v)
+        set_connections(monkeypatch, github_url=srv.url, tokens=[TOKEN], pg_db=fresh_db[0], prefix=key_prefix)
         yield dataset, fresh_db[1]
 
 
